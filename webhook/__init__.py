@@ -1,0 +1,1 @@
+"""ray-ft-webhook: inject Ray GCS fault-tolerance settings into KubeRay pods at admission."""

@@ -1,0 +1,235 @@
+"""The `ray-ft-webhook` command line: argument wiring only; the work happens in the modules it calls.
+
+Every flag of `serve` and `render` can also come from the environment as RAY_FT_WEBHOOK_<FLAG>
+(e.g. --default-redis-address -> RAY_FT_WEBHOOK_DEFAULT_REDIS_ADDRESS); a flag on the command line wins.
+Exit codes: 0 success, 1 the pod is denied (render), 2 unusable input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from webhook.settings import (
+    KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
+    LookupFailure,
+    SecretRef,
+    Settings,
+    parse_positive_int,
+)
+
+ENV_PREFIX = "RAY_FT_WEBHOOK_"
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Wrap a converter so argparse reports its ValueError message (exit 2)."""
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _add(parser: Any, flag: str, help: str, convert: Callable[[str], Any] = str,
+         default: Any = None, **kwargs: Any) -> None:
+    """A flag whose default comes from its environment variable, named in the help."""
+    env = _env_name(flag)
+    shown = f" (default: {default})" if default is not None else ""
+    parser.add_argument(flag, type=_typed(convert), default=None, help=f"{help}{shown} [env {env}]",
+                        **kwargs)
+    parser.set_defaults(**{"_env_" + flag.lstrip("-").replace("-", "_"): (env, convert, default)})
+
+
+def _resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill flags not given on the command line from RAY_FT_WEBHOOK_*, then from their defaults."""
+    for key in [k for k in vars(args) if k.startswith("_env_")]:
+        env, convert, default = getattr(args, key)
+        dest = key.removeprefix("_env_")
+        delattr(args, key)
+        if getattr(args, dest) is not None:
+            continue
+        raw = os.environ.get(env)
+        if raw is None or raw == "":
+            setattr(args, dest, default)
+            continue
+        try:
+            setattr(args, dest, convert(raw))
+        except ValueError as exc:
+            parser.error(f"{env}: {exc}")
+
+
+def _add_defaults(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the admin's defaults (used when a RayCluster gives no value)")
+    _add(group, "--default-redis-address", "Redis address for RAY_REDIS_ADDRESS, e.g. redis.ray:6379")
+    _add(group, "--default-redis-password-secret",
+         "Secret NAME or NAME/KEY (key default: password) for REDIS_PASSWORD", SecretRef.parse)
+    _add(group, "--worker-reconnect-timeout-s", "seconds workers wait for GCS to come back",
+         parse_positive_int, default=KUBERAY_WORKER_RECONNECT_TIMEOUT_S)
+    _add(group, "--head-reconnect-timeout-s",
+         "seconds the head waits for GCS (unset: Ray's 60 s, nothing injected)", parse_positive_int)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        default_redis_address=args.default_redis_address,
+        default_redis_password_secret=args.default_redis_password_secret,
+        worker_reconnect_timeout_s=args.worker_reconnect_timeout_s,
+        head_reconnect_timeout_s=args.head_reconnect_timeout_s,
+        on_lookup_failure=getattr(args, "on_lookup_failure", LookupFailure.DENY),
+    )
+
+
+def _fail(command: str, message: str) -> NoReturn:
+    print(f"ray-ft-webhook {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _port(text: str) -> int:
+    port = parse_positive_int(text)
+    if port > 65535:
+        raise ValueError(f"{text!r} is not a TCP port")
+    return port
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 30:
+        raise ValueError(f"{text!r} is not between 0 and 30 seconds")
+    return value
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{text!r} is not debug, info, warning or error")
+    return text.lower()
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ray-ft-webhook",
+        description="Kubernetes mutating admission webhook that injects Ray GCS fault-tolerance settings "
+        "into the head and worker pods of RayClusters.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTPS admission webhook",
+                           description="Serve POST /mutate, /healthz, /readyz and /metrics over HTTPS.")
+    _add(serve, "--host", "address to listen on", default="0.0.0.0")
+    _add(serve, "--port", "HTTPS port", _port, default=8443)
+    _add(serve, "--tls-cert", "serving certificate (PEM); reloaded when it changes", Path,
+         default=Path("certs/tls.crt"))
+    _add(serve, "--tls-key", "serving key (PEM)", Path, default=Path("certs/tls.key"))
+    _add(serve, "--kubeconfig", "kubeconfig to reach the cluster (default: in-cluster, then $KUBECONFIG)", Path)
+    _add(serve, "--rayclusters-from", "serve RayClusters from a folder of YAML/JSON manifests (no cluster)", Path)
+    _add(serve, "--namespaces", "comma-separated namespaces to watch RayClusters in (default: all)", _namespaces)
+    _add(serve, "--lookup-timeout-s", "time bound of the fallback GET on a cache miss", _seconds, default=2.0)
+    _add(serve, "--on-lookup-failure", "when the RayCluster cannot be read: deny the pod or allow it untouched",
+         LookupFailure, default=LookupFailure.DENY, choices=list(LookupFailure), metavar="{deny,allow}")
+    _add(serve, "--log-level", "debug, info, warning or error", _log_level, default="info")
+    _add_defaults(serve)
+
+    render = sub.add_parser(
+        "render", help="preview offline what the webhook would inject into a pod",
+        description="Print the JSON Patch (or the patched pod) the server would answer, warnings on stderr. "
+        "Exit 1 when the pod would be denied, 2 on unusable input.",
+    )
+    render.add_argument("--raycluster", type=Path, required=True, help="RayCluster manifest (YAML or JSON)")
+    render.add_argument("--pod", type=Path, required=True, help="Pod manifest (YAML or JSON)")
+    render.add_argument("--output", choices=["patch", "pod"], default="patch", help="what to print (default: patch)")
+    _add_defaults(render)
+
+    certs = sub.add_parser("certs", help="manage the webhook's TLS certificates")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    gen = certs_sub.add_parser(
+        "generate", help="write a CA and an ECDSA P-256 serving certificate, print the caBundle",
+        description="Write ca.crt, tls.crt and tls.key into DIR and print the base64 caBundle on stdout.",
+    )
+    gen.add_argument("--out", type=Path, required=True, help="folder to write into")
+    gen.add_argument("--service", required=True, help="the webhook's Service name")
+    gen.add_argument("--namespace", required=True, help="the Service's namespace")
+    gen.add_argument("--ip", action="append", default=[], help="an IP SAN, e.g. 127.0.0.1 (repeatable)")
+    gen.add_argument("--days", type=_typed(parse_positive_int), default=365, help="validity (default: 365)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook import logs, server
+    from webhook.files import InputError
+    from webhook.tls import TLSError
+
+    logs.configure(args.log_level)
+    opts = server.ServeOptions(
+        host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
+        lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
+    )
+    try:
+        server.run(opts, _settings(args))
+    except (InputError, TLSError) as exc:
+        _fail("serve", str(exc))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from webhook.files import InputError, load_one
+    from webhook.render import render
+
+    try:
+        result = render(load_one(args.raycluster, "RayCluster"), load_one(args.pod, "Pod"), _settings(args))
+    except InputError as exc:
+        _fail("render", str(exc))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.denied is not None:
+        print(f"denied: {result.denied}", file=sys.stderr)
+        return 1
+    if result.skipped is not None:
+        print(f"skipped: {result.skipped}", file=sys.stderr)
+    out = result.patch if args.output == "patch" else result.pod
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from webhook import certs
+
+    ca = certs.generate_ca(days=max(args.days, 3650))
+    try:
+        serving = certs.generate_leaf(ca, certs.service_dns_names(args.service, args.namespace), args.ip,
+                                      days=args.days)
+        certs.write_serving_set(args.out, ca, serving)
+    except ValueError as exc:
+        _fail("certs generate", str(exc))
+    except OSError as exc:
+        _fail("certs generate", f"{args.out}: {exc.strerror}")
+    print(certs.ca_bundle(ca.cert_pem))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("serve", "render"):
+        _resolve_env(parser, args)
+    handlers = {"serve": _serve, "render": _render, "certs": _certs}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

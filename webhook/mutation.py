@@ -1,0 +1,38 @@
+"""The one code path from facts to an answer, shared by the server, `render` and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webhook.patches import Op, build_ops
+from webhook.plan import Deny, decide
+from webhook.pod import PodFacts
+from webhook.raycluster import ClusterFacts
+from webhook.settings import Settings
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """The answer for one pod: ops to apply (maybe none), warnings, or a denial message."""
+
+    ops: tuple[Op, ...] = ()
+    warnings: tuple[str, ...] = ()
+    denied: str | None = None
+    skipped: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """A short label for metrics and logs."""
+        if self.denied is not None:
+            return "denied"
+        if self.skipped is not None:
+            return "skipped"
+        return "patched" if self.ops else "unchanged"
+
+
+def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings) -> Mutation:
+    """Decide for `pod` and build its patch."""
+    decision = decide(cluster, pod, settings)
+    if isinstance(decision, Deny):
+        return Mutation(denied=decision.message)
+    return Mutation(ops=tuple(build_ops(pod, decision)), warnings=decision.warnings, skipped=decision.skipped)

@@ -1,0 +1,67 @@
+"""Turn a Plan into explicit RFC 6902 JSON Patch ops against the pod it was made for.
+
+Only `add` and `replace`, only on the Ray container's env/args and the pod's annotations. A missing
+`annotations` map or `env` list is created once, whole; after that, ops address single keys (`/-` for
+env). The builder tracks what it created, so no later op assumes the original document (the bug that
+lost volumes in vault-k8s). Order is fixed: annotations, env, then the command lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from webhook import annotations as ann
+from webhook import raystart
+from webhook.plan import Plan
+from webhook.pod import PodFacts
+
+CONTAINER = "/spec/containers/0"
+ANNOTATIONS = "/metadata/annotations"
+
+
+class Op(TypedDict):
+    op: Literal["add", "replace"]
+    path: str
+    value: Any
+
+
+def escape(key: str) -> str:
+    """RFC 6901: `~` -> `~0`, `/` -> `~1` (in that order)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _injected_value(pod: PodFacts, plan: Plan) -> str:
+    previous = [n for n in (pod.annotations or {}).get(ann.INJECTED, "").split(",") if n]
+    names = previous + [n for n in plan.injected_names if n not in previous]
+    return ",".join(names)
+
+
+def build_ops(pod: PodFacts, plan: Plan) -> list[Op]:
+    """The JSON Patch for `plan` on `pod`; empty when the plan adds nothing."""
+    if plan.is_empty:
+        return []
+    ops: list[Op] = []
+
+    new_annotations = dict(plan.annotations)
+    injected_exists = pod.annotations is not None and ann.INJECTED in pod.annotations
+    if not injected_exists:
+        new_annotations[ann.INJECTED] = _injected_value(pod, plan)
+    if pod.annotations is None:
+        ops.append(Op(op="add", path=ANNOTATIONS, value=new_annotations))
+    else:
+        ops.extend(Op(op="add", path=f"{ANNOTATIONS}/{escape(k)}", value=v) for k, v in new_annotations.items())
+        if injected_exists:
+            ops.append(Op(op="replace", path=f"{ANNOTATIONS}/{escape(ann.INJECTED)}", value=_injected_value(pod, plan)))
+
+    env = [e.to_k8s() for e in plan.env]
+    if env and pod.env is None:
+        ops.append(Op(op="add", path=f"{CONTAINER}/env", value=env))
+    else:
+        ops.extend(Op(op="add", path=f"{CONTAINER}/env/-", value=e) for e in env)
+
+    if plan.ray_start_flags:
+        if pod.args0 is not None and (args0 := raystart.add_flags(pod.args0, plan.ray_start_flags)) != pod.args0:
+            ops.append(Op(op="replace", path=f"{CONTAINER}/args/0", value=args0))
+        if pod.gen_cmd is not None and (gen := raystart.add_flags(pod.gen_cmd, plan.ray_start_flags)) != pod.gen_cmd:
+            ops.append(Op(op="replace", path=f"{CONTAINER}/env/{pod.gen_cmd_index}/value", value=gen))
+    return ops

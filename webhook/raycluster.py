@@ -1,0 +1,229 @@
+"""Parse a RayCluster object (a raw dict) once into the typed facts the plan needs.
+
+Parsing happens when the RayCluster enters the cache, not per admission: a watch-fed cache of 10,000
+clusters keeps only these small frozen objects. Every problem with one of our annotations is collected
+with the key and the bad value, so the plan can deny with a message that names both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import annotations as ann
+from webhook.settings import SecretRef, parse_positive_int
+
+RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A `redisPassword`/`redisUsername` of gcsFaultToleranceOptions: a literal value or a `valueFrom`, as given."""
+
+    value: str = ""
+    value_from: Mapping[str, Any] | None = None
+
+    @property
+    def is_plain_text(self) -> bool:
+        return self.value_from is None and self.value != ""
+
+
+@dataclass(frozen=True)
+class FTOptions:
+    """`spec.gcsFaultToleranceOptions` (KubeRay >= 1.3)."""
+
+    redis_address: str = ""
+    redis_password: Credential | None = None
+    redis_username: Credential | None = None
+    external_storage_namespace: str = ""
+    backend: str = "redis"
+
+
+@dataclass(frozen=True)
+class OurAnnotations:
+    """The `ray-ft-webhook.io/*` annotations of a RayCluster, parsed; None where absent."""
+
+    inject: bool = True
+    redis_address: str | None = None
+    redis_password_secret: SecretRef | None = None
+    redis_username: str | None = None
+    worker_reconnect_timeout_s: int | None = None
+    head_reconnect_timeout_s: int | None = None
+    unknown_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadEnv:
+    """What the head template's Ray container sets itself, as far as the FT checks need it."""
+
+    names: frozenset[str] = frozenset()
+    # Literal values of a few variables (absent when set through valueFrom).
+    values: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """Everything the plan reads from a RayCluster."""
+
+    name: str
+    namespace: str
+    uid: str
+    ft_annotation: str | None
+    options: FTOptions | None
+    storage_namespace_annotation: str | None
+    ours: OurAnnotations
+    head_start_params: Mapping[str, str]
+    head_env: HeadEnv
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ft_enabled(self) -> bool:
+        """KubeRay's rule: the annotation is "true" in any case, or the options field is present at all."""
+        return (self.ft_annotation or "").lower() == "true" or self.options is not None
+
+
+class _Errors(list[str]):
+    def at(self, where: str, problem: str) -> None:
+        self.append(f"{where}: {problem}")
+
+
+def _mapping(value: Any, where: str, errors: _Errors) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.at(where, f"expected an object, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _string(value: Any, where: str, errors: _Errors) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors.at(where, f"expected a string, got {type(value).__name__}")
+        return ""
+    return value
+
+
+def _credential(value: Any, where: str, errors: _Errors) -> Credential | None:
+    if value is None:
+        return None
+    raw = _mapping(value, where, errors)
+    literal = _string(raw.get("value"), f"{where}.value", errors)
+    value_from = raw.get("valueFrom")
+    if value_from is not None and not isinstance(value_from, Mapping):
+        errors.at(f"{where}.valueFrom", "expected an object")
+        value_from = None
+    if literal and value_from is not None:
+        errors.at(where, "give value or valueFrom, not both")
+    return Credential(value=literal, value_from=value_from)
+
+
+def _options(value: Any, errors: _Errors) -> FTOptions | None:
+    if value is None:
+        return None
+    where = "spec.gcsFaultToleranceOptions"
+    raw = _mapping(value, where, errors)
+    return FTOptions(
+        redis_address=_string(raw.get("redisAddress"), f"{where}.redisAddress", errors),
+        redis_password=_credential(raw.get("redisPassword"), f"{where}.redisPassword", errors),
+        redis_username=_credential(raw.get("redisUsername"), f"{where}.redisUsername", errors),
+        external_storage_namespace=_string(
+            raw.get("externalStorageNamespace"), f"{where}.externalStorageNamespace", errors
+        ),
+        backend=_string(raw.get("backend"), f"{where}.backend", errors) or "redis",
+    )
+
+
+def _annotation_error(key: str, value: str, problem: str) -> str:
+    return f"annotation {key}: {value!r} {problem}"
+
+
+def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
+    parsed: dict[str, Any] = {}
+    for key, raw in annotations.items():
+        if not key.startswith(ann.PREFIX):
+            continue
+        if key not in ann.RAYCLUSTER_KEYS:
+            parsed.setdefault("unknown_keys", []).append(key)
+            continue
+        if not isinstance(raw, str):
+            errors.append(_annotation_error(key, str(raw), "is not a string"))
+            continue
+        value = raw.strip()
+        if key == ann.INJECT:
+            if value.lower() not in ("true", "false"):
+                errors.append(_annotation_error(key, raw, 'is not "true" or "false"'))
+            parsed["inject"] = value.lower() != "false"
+        elif key in (ann.REDIS_ADDRESS, ann.REDIS_USERNAME):
+            if not value or any(c.isspace() for c in value):
+                errors.append(_annotation_error(key, raw, "must be non-empty and contain no spaces"))
+            elif key == ann.REDIS_ADDRESS:
+                parsed["redis_address"] = value
+            else:
+                parsed["redis_username"] = value
+        elif key == ann.REDIS_PASSWORD_SECRET:
+            try:
+                parsed["redis_password_secret"] = SecretRef.parse(value)
+            except ValueError:
+                errors.append(_annotation_error(key, raw, "is not NAME or NAME/KEY of a Secret"))
+        else:
+            try:
+                seconds = parse_positive_int(value)
+            except ValueError:
+                errors.append(_annotation_error(key, raw, "is not a positive integer (seconds)"))
+                continue
+            worker = key == ann.WORKER_RECONNECT_TIMEOUT_S
+            parsed["worker_reconnect_timeout_s" if worker else "head_reconnect_timeout_s"] = seconds
+    parsed["unknown_keys"] = tuple(sorted(parsed.get("unknown_keys", ())))
+    return OurAnnotations(**parsed)
+
+
+# Head env variables whose literal value a check reads.
+_HEAD_ENV_VALUES = ("RAY_gcs_rpc_server_reconnect_timeout_s", "REDIS_PASSWORD")
+
+
+def _head_env(head: Mapping[str, Any], errors: _Errors) -> HeadEnv:
+    where = "spec.headGroupSpec.template.spec.containers[0].env"
+    template = _mapping(head.get("template"), "spec.headGroupSpec.template", errors)
+    pod_spec = _mapping(template.get("spec"), "spec.headGroupSpec.template.spec", errors)
+    containers = pod_spec.get("containers") or []
+    if not isinstance(containers, list) or not containers or not isinstance(containers[0], Mapping):
+        return HeadEnv()
+    env = containers[0].get("env") or []
+    if not isinstance(env, list):
+        errors.at(where, "expected a list")
+        return HeadEnv()
+    names: set[str] = set()
+    values: dict[str, str] = {}
+    for item in env:
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            names.add(item["name"])
+            if item["name"] in _HEAD_ENV_VALUES and isinstance(item.get("value"), str) and "valueFrom" not in item:
+                values[item["name"]] = item["value"]
+    return HeadEnv(names=frozenset(names), values=values)
+
+
+def parse_raycluster(obj: Mapping[str, Any]) -> ClusterFacts:
+    """Parse a RayCluster dict. Never raises on content: problems end up in `errors`."""
+    errors = _Errors()
+    metadata = _mapping(obj.get("metadata"), "metadata", errors)
+    spec = _mapping(obj.get("spec"), "spec", errors)
+    annotations = _mapping(metadata.get("annotations"), "metadata.annotations", errors)
+    head = _mapping(spec.get("headGroupSpec"), "spec.headGroupSpec", errors)
+    start_params = _mapping(head.get("rayStartParams"), "spec.headGroupSpec.rayStartParams", errors)
+    ft_annotation = annotations.get(ann.RAY_FT_ENABLED)
+    storage_ns = annotations.get(ann.RAY_EXTERNAL_STORAGE_NAMESPACE)
+    return ClusterFacts(
+        name=_string(metadata.get("name"), "metadata.name", errors),
+        namespace=_string(metadata.get("namespace"), "metadata.namespace", errors),
+        uid=_string(metadata.get("uid"), "metadata.uid", errors),
+        ft_annotation=ft_annotation if isinstance(ft_annotation, str) else None,
+        options=_options(spec.get("gcsFaultToleranceOptions"), errors),
+        storage_namespace_annotation=storage_ns if isinstance(storage_ns, str) else None,
+        ours=_ours(annotations, errors),
+        head_start_params={k: v for k, v in start_params.items() if isinstance(v, str)},
+        head_env=_head_env(head, errors),
+        errors=tuple(errors),
+    )

@@ -1,0 +1,57 @@
+"""`render`: the offline preview. Parses the files' objects and runs the very mutation the server runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+
+from webhook.files import InputError
+from webhook.mutation import mutate
+from webhook.patches import Op
+from webhook.pod import InvalidPod, read_ray_pod
+from webhook.raycluster import parse_raycluster
+from webhook.settings import Settings
+
+
+@dataclass(frozen=True)
+class Rendered:
+    pod: dict[str, Any]
+    patch: list[Op]
+    warnings: tuple[str, ...] = ()
+    denied: str | None = None
+    skipped: str | None = None
+
+
+def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Settings) -> Rendered:
+    """The patch the server would answer for `pod` (owned by `raycluster`), and the patched pod.
+
+    The namespace is the pod's, else the RayCluster's, else `default`. Raises InputError when the pod is not
+    a Ray pod of this RayCluster or cannot be read.
+    """
+    cluster_meta = raycluster.get("metadata") if isinstance(raycluster.get("metadata"), Mapping) else {}
+    pod_meta = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
+    namespace = pod_meta.get("namespace") or cluster_meta.get("namespace") or "default"
+    cluster = parse_raycluster({**raycluster, "metadata": {**cluster_meta, "namespace": namespace}})
+    try:
+        facts = read_ray_pod(pod, namespace)
+    except InvalidPod as exc:
+        raise InputError(f"invalid pod: {exc}") from None
+    if facts is None:
+        return Rendered(pod=dict(pod), patch=[], skipped="not a head or worker pod of a RayCluster")
+    if facts.owner.name != cluster.name or (facts.owner.uid and cluster.uid and facts.owner.uid != cluster.uid):
+        raise InputError(
+            f"the pod belongs to RayCluster {facts.owner.name!r} (uid {facts.owner.uid}), "
+            f"not to {cluster.name!r} (uid {cluster.uid or 'unset'})"
+        )
+    result = mutate(cluster, facts, settings)
+    patch = list(result.ops)
+    return Rendered(
+        pod=jsonpatch.apply_patch(pod, patch) if patch else dict(pod),
+        patch=patch,
+        warnings=result.warnings,
+        denied=result.denied,
+        skipped=result.skipped,
+    )

@@ -1,0 +1,68 @@
+"""The admin's settings: one frozen object, built once from flags and environment, passed whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Ray's own default for RAY_gcs_rpc_server_reconnect_timeout_s when nobody sets it.
+RAY_DEFAULT_RECONNECT_TIMEOUT_S = 60
+# What KubeRay puts on workers: long enough for a head pod to be rescheduled and restart GCS.
+KUBERAY_WORKER_RECONNECT_TIMEOUT_S = 600
+
+
+class LookupFailure(StrEnum):
+    """What to answer when the owning RayCluster cannot be read."""
+
+    DENY = "deny"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key of a Secret in the pod's namespace, parsed from `NAME` or `NAME/KEY`."""
+
+    name: str
+    key: str = "password"
+
+    @classmethod
+    def parse(cls, text: str) -> SecretRef:
+        """Parse `NAME` or `NAME/KEY`; raises ValueError with a message that quotes the bad value."""
+        name, sep, key = text.strip().partition("/")
+        if not name or (sep and not key) or "/" in key or not _is_dns_subdomain(name) or not _is_secret_key(key or "x"):
+            raise ValueError(f"{text!r} is not NAME or NAME/KEY (a Secret name and an optional key)")
+        return cls(name=name, key=key or "password")
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.key}"
+
+
+def _is_dns_subdomain(name: str) -> bool:
+    if len(name) > 253:
+        return False
+    return all(
+        part and part[0].isalnum() and part[-1].isalnum() and all(c.isalnum() or c == "-" for c in part)
+        for part in name.split(".")
+    ) and name == name.lower()
+
+
+def _is_secret_key(key: str) -> bool:
+    return len(key) <= 253 and all(c.isalnum() or c in "-._" for c in key)
+
+
+def parse_positive_int(text: str) -> int:
+    """A strictly positive decimal integer (no sign, no spaces); ValueError otherwise."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the admin configured for `serve` and `render`; the plan reads it, never mutates it."""
+
+    default_redis_address: str | None = None
+    default_redis_password_secret: SecretRef | None = None
+    worker_reconnect_timeout_s: int = KUBERAY_WORKER_RECONNECT_TIMEOUT_S
+    head_reconnect_timeout_s: int | None = None
+    on_lookup_failure: LookupFailure = LookupFailure.DENY
