@@ -83,7 +83,8 @@ class Admission:
                 message = f"ray-ft-webhook: {exc}"
                 log.warning("lookup failed", extra={"uid": req.uid, "reason": str(exc)})
                 if self.settings.on_lookup_failure is LookupFailure.ALLOW:
-                    return review.allowed(req.uid, [f"{message}; GCS FT settings not injected"]), "lookup_failed"
+                    warning = f"GCS FT settings not injected: {exc}"
+                    return review.allowed(req.uid, [warning]), "lookup_failed"
                 return review.denied(req.uid, message, code=503), "lookup_failed"
 
         result = mutate(cluster, pod, self.settings)

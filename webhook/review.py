@@ -16,8 +16,8 @@ import orjson
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-# The apiserver truncates longer warnings; keep ours clearly below (webhook-practices.md).
-MAX_WARNING_LENGTH = 120
+# Warnings reach `kubectl` users; keep each under 120 characters (webhook-practices.md).
+MAX_WARNING_LENGTH = 119
 
 
 class ReviewError(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +84,19 @@ def run(opts: ServeOptions, settings: Settings) -> None:
         log_level=opts.log_level,
         server_header=False,
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     log.info("serving", extra={"host": opts.host, "port": opts.port, "settings": _describe(settings)})
     try:
         uvicorn.Server(config).run()
     finally:
         if isinstance(lookup, WatchCache):
             lookup.stop()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _describe(settings: Settings) -> dict[str, object]:

@@ -1,0 +1,38 @@
+# ray-ft-webhook developer commands. Everything a target needs is installed by the target itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8443
+
+.PHONY: run test lint venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+certs/tls.crt: | venv
+	$(PY) -m webhook certs generate --out certs --service ray-ft-webhook --namespace ray-ft-webhook \
+		--ip 127.0.0.1 > certs/cabundle.b64
+	@echo "dev certificates written to certs/ (CA: certs/ca.crt)"
+
+## run: serve the webhook on https://127.0.0.1:$(PORT) with the quick start's RayCluster from examples/
+run: venv certs/tls.crt
+	@echo "try: curl --cacert certs/ca.crt -H 'Content-Type: application/json' \\"
+	@echo "       --data @examples/admissionreview-head.json https://127.0.0.1:$(PORT)/mutate"
+	$(PY) -m webhook serve --host 127.0.0.1 --port $(PORT) --tls-cert certs/tls.crt --tls-key certs/tls.key \
+		--rayclusters-from examples/rayclusters
+
+lint: venv
+	$(PY) -m ruff check webhook tests
+
+## test: set up and run the whole test suite (every tier; see README "Testing")
+test: venv lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) certs/*.crt certs/*.key certs/*.b64 .pytest_cache .ruff_cache .hypothesis

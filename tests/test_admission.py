@@ -1,0 +1,109 @@
+"""The admission handler over a dict-backed lookup (no HTTP, no cluster): cache hits and misses, lookup
+failures under both policies, internal errors, and the metrics each path counts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.kuberay_objects import pod, quickstart_raycluster
+from webhook import review
+from webhook.app import Admission
+from webhook.lookup import LookupFailed
+from webhook.metrics import Metrics
+from webhook.pod import Owner
+from webhook.raycluster import ClusterFacts, parse_raycluster
+from webhook.settings import LookupFailure, Settings
+
+
+class FakeLookup:
+    """Cache misses until `fetch` is called; `fetch` fails with `fail` when given."""
+
+    def __init__(self, clusters: list[dict[str, Any]], warm: bool, fail: str | None = None) -> None:
+        self.clusters = {(f.namespace, f.name): f for f in map(parse_raycluster, clusters)}
+        self.warm, self.fail, self.fetches = warm, fail, 0
+
+    def cached(self, owner: Owner) -> ClusterFacts | None:
+        return self.clusters.get((owner.namespace, owner.name)) if self.warm else None
+
+    async def fetch(self, owner: Owner) -> ClusterFacts:
+        self.fetches += 1
+        if self.fail:
+            raise LookupFailed(self.fail)
+        return self.clusters[(owner.namespace, owner.name)]
+
+    def ready(self) -> bool:
+        return True
+
+
+def request(obj: Any) -> review.AdmissionRequest:
+    return review.AdmissionRequest(uid="u1", group="", kind="Pod", operation="CREATE", namespace="default",
+                                   name="", object=obj, dry_run=False)
+
+
+def answer(lookup: FakeLookup, settings: Settings | None = None, metrics: Metrics | None = None,
+           role: str = "worker") -> tuple[dict[str, Any], str]:
+    admission = Admission(lookup, settings or Settings(), metrics or Metrics())
+    return asyncio.run(admission.answer(request(pod(quickstart_raycluster(), role))))
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_warm_cache_makes_no_api_call() -> None:
+    lookup, metrics = FakeLookup([quickstart_raycluster()], warm=True), Metrics()
+    response, outcome = answer(lookup, metrics=metrics)
+    assert outcome == "patched" and response["patchType"] == "JSONPatch"
+    assert lookup.fetches == 0
+    assert sample(metrics, "ray_ft_webhook_raycluster_cache_total", result="hit") == 1
+
+
+def test_miss_falls_back_to_one_fetch() -> None:
+    lookup, metrics = FakeLookup([quickstart_raycluster()], warm=False), Metrics()
+    _response, outcome = answer(lookup, metrics=metrics)
+    assert outcome == "patched" and lookup.fetches == 1
+    assert sample(metrics, "ray_ft_webhook_raycluster_cache_total", result="miss") == 1
+
+
+@pytest.mark.parametrize("policy", [LookupFailure.DENY, LookupFailure.ALLOW])
+def test_lookup_failure_policy(policy: LookupFailure) -> None:
+    lookup = FakeLookup([], warm=False, fail="cannot read RayCluster default/x: forbidden (HTTP 403)")
+    response, outcome = answer(lookup, Settings(on_lookup_failure=policy))
+    assert outcome == "lookup_failed"
+    message = "ray-ft-webhook: cannot read RayCluster default/x: forbidden (HTTP 403)"
+    if policy is LookupFailure.DENY:
+        assert response == {"uid": "u1", "allowed": False, "status": {"code": 503, "message": message}}
+    else:
+        warning = "GCS FT settings not injected: cannot read RayCluster default/x: forbidden (HTTP 403)"
+        assert response == {"uid": "u1", "allowed": True, "warnings": [warning]}
+
+
+def test_other_kinds_are_ignored() -> None:
+    admission = Admission(FakeLookup([], warm=True), Settings(), Metrics())
+    req = review.AdmissionRequest(uid="u", group="apps", kind="Deployment", operation="CREATE", namespace="d",
+                                  name="", object={}, dry_run=False)
+    assert asyncio.run(admission.answer(req)) == ({"uid": "u", "allowed": True}, "ignored")
+
+
+class BrokenLookup(FakeLookup):
+    def cached(self, owner: Owner) -> ClusterFacts | None:
+        raise RuntimeError("secret-ish internals")
+
+
+def test_internal_error_is_a_clear_denial_not_a_500() -> None:
+    from fastapi.testclient import TestClient
+
+    from webhook.app import Health, create_app
+
+    app = create_app(BrokenLookup([], warm=True), Settings(), Health(lambda: True, lambda: True))
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u9", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                        "namespace": "default", "object": pod(quickstart_raycluster(), "head")}}
+    with TestClient(app) as client:
+        r = client.post("/mutate", json=body)
+    assert r.status_code == 200
+    assert r.json()["response"] == {"uid": "u9", "allowed": False, "status": {
+        "code": 500, "message": "ray-ft-webhook: internal error, see the webhook's logs"}}

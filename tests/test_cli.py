@@ -1,0 +1,164 @@
+"""The CLI end to end, as a user runs it: `render` (exit codes 0/1/2, YAML and JSON), `certs generate`, env vars."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from webhook.render import render
+from webhook.settings import SecretRef, Settings
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_FT_WEBHOOK_")}
+    return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True, timeout=60,
+                          env={**clean, **(env or {})})
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    cluster = quickstart_raycluster()
+    rc, head, worker = tmp_path / "rc.yaml", tmp_path / "head.json", tmp_path / "worker.yaml"
+    rc.write_text(yaml.safe_dump(cluster))
+    head.write_text(json.dumps(pod(cluster, "head")))
+    worker.write_text(yaml.safe_dump(pod(cluster, "worker")))
+    return rc, head, worker
+
+
+def test_render_patch_is_the_same_as_the_library(files: tuple[Path, Path, Path]) -> None:
+    rc, head, _ = files
+    out = cli("render", "--raycluster", str(rc), "--pod", str(head))
+    assert out.returncode == 0, out.stderr
+    expected = render(quickstart_raycluster(), json.loads(head.read_text()), Settings()).patch
+    assert json.loads(out.stdout) == expected
+    assert out.stderr == ""
+
+
+def test_render_pod_output_with_defaults_from_flags_and_env(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    cluster = raycluster(annotations={"ray.io/ft-enabled": "true"})
+    rc = tmp_path / "plain.yaml"
+    rc.write_text(yaml.safe_dump(cluster))
+    head = tmp_path / "h.yaml"
+    head.write_text(yaml.safe_dump(pod(cluster, "head")))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(head), "--output", "pod",
+              "--default-redis-password-secret", "admin-pw/pass",
+              env={"RAY_FT_WEBHOOK_DEFAULT_REDIS_ADDRESS": "redis.ray:6379"})
+    assert out.returncode == 0, out.stderr
+    container = json.loads(out.stdout)["spec"]["containers"][0]
+    env = {e["name"]: e.get("valueFrom", e.get("value")) for e in container["env"]}
+    assert env["RAY_REDIS_ADDRESS"] == "redis.ray:6379"
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "admin-pw", "key": "pass"}}
+    assert env["RAY_external_storage_namespace"] == QUICKSTART_UID
+    expected = render(cluster, pod(cluster, "head"), Settings(
+        default_redis_address="redis.ray:6379", default_redis_password_secret=SecretRef("admin-pw", "pass"))).pod
+    assert json.loads(out.stdout) == expected
+
+
+def test_render_warnings_go_to_stderr(tmp_path: Path) -> None:
+    cluster = raycluster(annotations={"ray.io/ft-enabled": "true"})
+    rc, p = tmp_path / "rc.yaml", tmp_path / "p.yaml"
+    rc.write_text(yaml.safe_dump(cluster))
+    p.write_text(yaml.safe_dump(pod(cluster, "head")))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(p))
+    assert out.returncode == 0
+    assert "warning: GCS fault tolerance is on but no Redis address is set" in out.stderr
+    json.loads(out.stdout)
+
+
+def test_render_denial_exits_1(tmp_path: Path) -> None:
+    cluster = raycluster(annotations={"ray.io/ft-enabled": "true", "ray-ft-webhook.io/head-reconnect-timeout-s": "-1"})
+    rc, p = tmp_path / "rc.yaml", tmp_path / "p.yaml"
+    rc.write_text(yaml.safe_dump(cluster))
+    p.write_text(yaml.safe_dump(pod(cluster, "head")))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(p))
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert out.stderr.strip() == (
+        "denied: RayCluster default/raycluster-external-redis: annotation "
+        "ray-ft-webhook.io/head-reconnect-timeout-s: '-1' is not a positive integer (seconds)"
+    )
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: (d / "rc.yaml").write_text("a: [unclosed"), "not valid YAML or JSON (line 2)"),
+    (lambda d: (d / "rc.yaml").write_text("- 1\n- 2\n"), "expected Kubernetes objects, found a list"),
+    (lambda d: (d / "rc.yaml").write_text("kind: Pod\n"), "expected exactly one RayCluster, found 0"),
+    (lambda d: (d / "rc.yaml").unlink(), "cannot read: No such file or directory"),
+], ids=["bad-yaml", "not-objects", "wrong-kind", "missing-file"])
+def test_render_bad_input_exits_2_with_one_line(tmp_path: Path, files: tuple[Path, Path, Path],
+                                                setup: object, message: str) -> None:
+    _, head, _ = files
+    setup(tmp_path)  # type: ignore[operator]
+    out = cli("render", "--raycluster", str(tmp_path / "rc.yaml"), "--pod", str(head))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_render_pod_of_another_cluster_exits_2(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
+    rc, _, _ = files
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(pod(raycluster(name="other", uid="u-2"), "head")))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(other))
+    assert out.returncode == 2 and "the pod belongs to RayCluster 'other'" in out.stderr
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--worker-reconnect-timeout-s", "0"], {}, "'0' is not a positive integer"),
+    (["--default-redis-password-secret", "a/b/c"], {}, "is not NAME or NAME/KEY"),
+    ([], {"RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S": "abc"}, "RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S: 'abc'"),
+])
+def test_bad_flags_exit_2(files: tuple[Path, Path, Path], args: list[str], env: dict[str, str], message: str) -> None:
+    rc, head, _ = files
+    out = cli("render", "--raycluster", str(rc), "--pod", str(head), *args, env=env)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_without_certificate_exits_2(tmp_path: Path) -> None:
+    out = cli("serve", "--tls-cert", str(tmp_path / "nope.crt"), "--tls-key", str(tmp_path / "nope.key"),
+              "--rayclusters-from", str(tmp_path))
+    assert out.returncode == 2
+    assert "ray-ft-webhook serve: error: cannot read TLS certificate" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_documents_every_flag_and_its_env_var() -> None:
+    out = cli("serve", "--help")
+    for flag in ("--host", "--port", "--tls-cert", "--tls-key", "--kubeconfig", "--rayclusters-from",
+                 "--default-redis-address", "--default-redis-password-secret", "--worker-reconnect-timeout-s",
+                 "--head-reconnect-timeout-s", "--on-lookup-failure"):
+        assert flag in out.stdout
+        assert "RAY_FT_WEBHOOK_" + flag[2:].upper().replace("-", "_") in out.stdout.replace("\n", "").replace(" ", "")
+
+
+def test_certs_generate(tmp_path: Path) -> None:
+    out = cli("certs", "generate", "--out", str(tmp_path / "c"), "--service", "ray-ft-webhook",
+              "--namespace", "ray-system", "--ip", "127.0.0.1", "--days", "30")
+    assert out.returncode == 0, out.stderr
+    ca_pem = (tmp_path / "c" / "ca.crt").read_bytes()
+    assert base64.b64decode(out.stdout.strip()) == ca_pem
+    leaf = x509.load_pem_x509_certificate((tmp_path / "c" / "tls.crt").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [
+        "ray-ft-webhook", "ray-ft-webhook.ray-system", "ray-ft-webhook.ray-system.svc",
+        "ray-ft-webhook.ray-system.svc.cluster.local"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    key = leaf.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    leaf.verify_directly_issued_by(ca)
+    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days == 30
+    assert oct((tmp_path / "c" / "tls.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_certs_generate_bad_ip_exits_2(tmp_path: Path) -> None:
+    out = cli("certs", "generate", "--out", str(tmp_path), "--service", "s", "--namespace", "n", "--ip", "300.1.1.1")
+    assert out.returncode == 2 and "300.1.1.1" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,73 @@
+"""The RayCluster lookups' pure parts: watch events applied to the cache, uid checks, the manifest folder.
+The real watch and fallback GET are exercised against a real kube-apiserver in tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+from tests.kuberay_objects import quickstart_raycluster, raycluster
+from webhook.files import InputError
+from webhook.lookup import LookupFailed, StaticLookup, WatchCache
+from webhook.pod import Owner
+
+
+def test_watch_events_update_the_cache() -> None:
+    cache = WatchCache(ApiClient())
+    old, new = raycluster(name="a", uid="u1"), raycluster(name="a", uid="u2")
+    cache.apply("ADDED", old)
+    assert cache.cached(Owner("default", "a", "u1")).uid == "u1"
+    # Re-created under the same name: a pod of the new cluster misses until the new object arrives.
+    assert cache.cached(Owner("default", "a", "u2")) is None
+    cache.apply("ADDED", new)
+    cache.apply("DELETED", old)  # a late delete of the old uid must not evict the new object
+    assert cache.cached(Owner("default", "a", "u2")).uid == "u2"
+    cache.apply("DELETED", new)
+    assert cache.cached(Owner("default", "a", None)) is None
+
+
+def test_relist_replaces_only_its_scope() -> None:
+    cache = WatchCache(ApiClient(), namespaces=("x", "y"))
+    cache.apply("ADDED", raycluster(name="a", namespace="x"))
+    cache.apply("ADDED", raycluster(name="b", namespace="y"))
+    cache._replace_scope("x", [raycluster(name="c", namespace="x")])
+    assert cache.cached(Owner("x", "a", None)) is None
+    assert cache.cached(Owner("x", "c", None)) is not None
+    assert cache.cached(Owner("y", "b", None)) is not None
+    assert not cache.ready()
+
+
+def test_label_only_owner_matches_any_uid() -> None:
+    cache = WatchCache(ApiClient())
+    cache.apply("MODIFIED", raycluster(name="a", uid="u1"))
+    assert cache.cached(Owner("default", "a", None)) is not None
+
+
+def test_static_lookup_from_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+        quickstart_raycluster(),
+    ]))
+    no_ns = raycluster(name="b", uid="ub")
+    del no_ns["metadata"]["namespace"]
+    (tmp_path / "b.json").write_text(json.dumps({"kind": "List", "items": [no_ns]}))
+    (tmp_path / "notes.txt").write_text("ignored")
+    lookup = StaticLookup.from_folder(tmp_path)
+    assert len(lookup) == 2 and lookup.ready()
+    assert lookup.cached(Owner("default", "b", "ub")) is not None
+    assert lookup.cached(Owner("default", "b", "other")) is None
+    with pytest.raises(LookupFailed, match="RayCluster default/zzz not found in the manifest folder"):
+        asyncio.run(lookup.fetch(Owner("default", "zzz", None)))
+
+
+def test_static_lookup_bad_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a folder"):
+        StaticLookup.from_folder(tmp_path / "missing")
+    (tmp_path / "bad.yaml").write_text("{")
+    with pytest.raises(InputError, match=r"bad\.yaml: not valid YAML"):
+        StaticLookup.from_folder(tmp_path)

@@ -1,0 +1,388 @@
+"""The pure decision, table-driven: KubeRay's FT behaviour (reference sections 3 and 4), our annotations,
+precedence, warnings and denials. Each case runs the one code path (`render`) and asserts on the patched pod.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.kuberay_objects import QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
+from webhook.render import Rendered, render
+from webhook.settings import SecretRef, Settings
+
+FT = {"ray.io/ft-enabled": "true"}
+SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}
+
+
+def run(cluster: dict[str, Any], role: str = "head", settings: Settings | None = None,
+        pod_env: list[dict[str, Any]] | None = None, **pod_args: Any) -> Rendered:
+    p = pod(cluster, role, **pod_args)
+    if pod_env is not None:
+        p["spec"]["containers"][0]["env"] = pod_env + p["spec"]["containers"][0]["env"]
+    return render(cluster, p, settings or Settings())
+
+
+def env_of(result: Rendered) -> dict[str, Any]:
+    """name -> value (str) or valueFrom (dict) of the Ray container after the patch."""
+    return {e["name"]: e.get("valueFrom", e.get("value")) for e in result.pod["spec"]["containers"][0].get("env", [])}
+
+
+def added_env(result: Rendered) -> dict[str, Any]:
+    """Only what the patch added to the env."""
+    added: dict[str, Any] = {}
+    for op in result.patch:
+        if op["path"] == "/spec/containers/0/env/-":
+            added[op["value"]["name"]] = op["value"].get("valueFrom", op["value"].get("value"))
+        elif op["path"] == "/spec/containers/0/env":
+            added.update({e["name"]: e.get("valueFrom", e.get("value")) for e in op["value"]})
+    return added
+
+
+def annotations_of(result: Rendered) -> dict[str, str]:
+    return result.pod["metadata"].get("annotations", {})
+
+
+@dataclass
+class Case:
+    id: str
+    cluster: dict[str, Any]
+    role: str = "head"
+    settings: Settings = field(default_factory=Settings)
+    pod_env: list[dict[str, Any]] | None = None
+    added: dict[str, Any] | None = None       # exactly the env the patch adds
+    annotations: dict[str, str] | None = None  # a subset the patched pod must carry
+    flags: tuple[str, ...] = ()                # must be in args[0] after the patch
+    warnings: tuple[str, ...] = ()             # each a substring of some warning
+    no_warnings: bool = False
+    denied: str | None = None                  # substring of the denial
+    skipped: str | None = None
+
+
+CASES = [
+    # --- when FT is on (KubeRay's rule) ---
+    Case("ft-annotation-true", raycluster(annotations=FT), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("ft-annotation-any-case", raycluster(annotations={"ray.io/ft-enabled": "TrUe"}), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("ft-annotation-false", raycluster(annotations={"ray.io/ft-enabled": "false"}), "worker",
+         added={}, skipped="off"),
+    Case("ft-annotation-garbage-is-off", raycluster(annotations={"ray.io/ft-enabled": "yes"}), "head",
+         added={}, skipped="off"),
+    Case("ft-absent", raycluster(), "head", added={}, skipped="off", no_warnings=True),
+    Case("ft-options-empty-object-counts", raycluster(options={}), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    # --- head with KubeRay >= 1.3 semantics ---
+    Case("head-annotation-path-storage-ns-is-uid", raycluster(annotations=FT,
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "redis:6379"}]),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID},
+         annotations={"ray.io/ft-enabled": "true", "ray.io/external-storage-namespace": QUICKSTART_UID}),
+    Case("head-annotation-path-adds-no-address", raycluster(annotations=FT),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID}, warnings=("no Redis address",)),
+    Case("head-storage-ns-annotation", raycluster(annotations={**FT, "ray.io/external-storage-namespace": "ns-a"},
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:6379"}]),
+         added={"RAY_external_storage_namespace": "ns-a"}, annotations={"ray.io/external-storage-namespace": "ns-a"}),
+    Case("head-storage-ns-annotation-empty-is-used", raycluster(annotations={**FT, "ray.io/external-storage-namespace": ""},
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:6379"}]),
+         added={"RAY_external_storage_namespace": ""}, warnings=("storage namespace is empty",)),
+    Case("head-options-storage-ns-wins", raycluster(options={"redisAddress": "r:1", "externalStorageNamespace": "opt"}),
+         added={"RAY_external_storage_namespace": "opt", "RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-options-empty-storage-ns-falls-back", raycluster(options={"redisAddress": "r:1"},
+         annotations={"ray.io/external-storage-namespace": "ann"}),
+         added={"RAY_external_storage_namespace": "ann", "RAY_REDIS_ADDRESS": "r:1"},
+         warnings=("KubeRay conflict: ray.io/external-storage-namespace",)),
+    Case("head-options-password-secret", raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_PASSWORD": SECRET_REF},
+         flags=("--redis-password=$REDIS_PASSWORD",), no_warnings=True),
+    Case("head-options-password-plain", raycluster(options={"redisAddress": "r:1", "redisPassword": {"value": "s3cr3t"}}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_PASSWORD": "s3cr3t"},
+         flags=("--redis-password=$REDIS_PASSWORD",), warnings=("plain text",)),
+    Case("head-options-username", raycluster(options={"redisAddress": "r:1", "redisUsername": {"value": "ray"},
+         "redisPassword": {"valueFrom": SECRET_REF}}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_USERNAME": "ray",
+                "REDIS_PASSWORD": SECRET_REF},
+         flags=("--redis-username=$REDIS_USERNAME", "--redis-password=$REDIS_PASSWORD")),
+    Case("head-annotation-path-start-param-password-copied", raycluster(annotations=FT,
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}], head_start_params={"redis-password": "pw"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "REDIS_PASSWORD": "pw"}, warnings=("plain text",)),
+    Case("head-start-param-env-reference-not-copied", raycluster(annotations=FT,
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}], head_start_params={"redis-password": "$REDIS_PASSWORD"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID}, no_warnings=True),
+    Case("quickstart-head", quickstart_raycluster(), added={"RAY_external_storage_namespace": QUICKSTART_UID},
+         annotations={"ray.io/ft-enabled": "true"}, no_warnings=True),
+    Case("quickstart-worker", quickstart_raycluster(), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}, no_warnings=True),
+    Case("head-user-env-always-wins", raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF},
+         "externalStorageNamespace": "opt"}),
+         pod_env=[{"name": "RAY_external_storage_namespace", "value": "mine"}, {"name": "REDIS_PASSWORD", "value": "x"}],
+         added={"RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-no-timeout-unless-configured", raycluster(options={"redisAddress": "r:1"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-timeout-from-admin", raycluster(options={"redisAddress": "r:1"}), settings=Settings(head_reconnect_timeout_s=90),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1",
+                "RAY_gcs_rpc_server_reconnect_timeout_s": "90"}),
+    # --- worker ---
+    Case("worker-only-timeout", raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}}),
+         "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("worker-user-timeout-wins", raycluster(annotations=FT, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         "worker", pod_env=[{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "900"}], added={}),
+    Case("worker-env-name-is-case-sensitive", raycluster(annotations=FT,
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]), "worker",
+         pod_env=[{"name": "RAY_GCS_RPC_SERVER_RECONNECT_TIMEOUT_S", "value": "900"}],
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("worker-timeout-not-above-head-warns", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/worker-reconnect-timeout-s": "60"}, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "60"}, warnings=("not above the head's 60s",)),
+    Case("worker-timeout-vs-head-template-env", raycluster(annotations=FT, head_env=[
+         {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}, {"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "900"}]),
+         "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}, warnings=("600s is not above the head's 900s",)),
+    Case("worker-user-timeout-too-low-warns", raycluster(annotations=FT,
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]), "worker",
+         pod_env=[{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "30"}], added={},
+         warnings=("30s is not above",)),
+    # --- our annotations, and precedence options > annotations > admin defaults ---
+    Case("ours-all", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "rediss://r:6380",
+         "ray-ft-webhook.io/redis-password-secret": "pw/key", "ray-ft-webhook.io/redis-username": "ray",
+         "ray-ft-webhook.io/head-reconnect-timeout-s": "30"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "rediss://r:6380",
+                "REDIS_USERNAME": "ray", "REDIS_PASSWORD": {"secretKeyRef": {"name": "pw", "key": "key"}},
+                "RAY_gcs_rpc_server_reconnect_timeout_s": "30"},
+         flags=("--redis-username=$REDIS_USERNAME", "--redis-password=$REDIS_PASSWORD"), no_warnings=True),
+    Case("ours-secret-key-defaults-to-password", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:1",
+         "ray-ft-webhook.io/redis-password-secret": "pw"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1",
+                "REDIS_PASSWORD": {"secretKeyRef": {"name": "pw", "key": "password"}}}),
+    Case("ours-worker-timeout", raycluster(annotations={**FT, "ray-ft-webhook.io/worker-reconnect-timeout-s": "1200"}),
+         "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "1200"}),
+    Case("admin-defaults", raycluster(annotations=FT), settings=Settings(
+         default_redis_address="redis.ray:6379", default_redis_password_secret=SecretRef("admin-pw", "pass")),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "redis.ray:6379",
+                "REDIS_PASSWORD": {"secretKeyRef": {"name": "admin-pw", "key": "pass"}}},
+         flags=("--redis-password=$REDIS_PASSWORD",), no_warnings=True),
+    Case("admin-worker-timeout", raycluster(annotations=FT), "worker", settings=Settings(worker_reconnect_timeout_s=900),
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "900"}),
+    Case("annotation-beats-admin", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "mine:1",
+         "ray-ft-webhook.io/redis-password-secret": "mine"}),
+         settings=Settings(default_redis_address="admin:1", default_redis_password_secret=SecretRef("admin")),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "mine:1",
+                "REDIS_PASSWORD": {"secretKeyRef": {"name": "mine", "key": "password"}}}),
+    Case("options-beat-annotation-and-admin", raycluster(options={"redisAddress": "opt:1", "redisPassword": {"valueFrom": SECRET_REF}},
+         annotations={"ray-ft-webhook.io/redis-address": "mine:1", "ray-ft-webhook.io/redis-password-secret": "mine"}),
+         settings=Settings(default_redis_address="admin:1"),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "opt:1", "REDIS_PASSWORD": SECRET_REF}),
+    Case("ours-secret-beats-start-param", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "mine"},
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}], head_start_params={"redis-password": "plain"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID,
+                "REDIS_PASSWORD": {"secretKeyRef": {"name": "mine", "key": "password"}}}, warnings=("plain text",)),
+    Case("inject-false", raycluster(annotations={**FT, "ray-ft-webhook.io/inject": "False"}), added={}, skipped="inject"),
+    Case("inject-true-explicit", raycluster(annotations={**FT, "ray-ft-webhook.io/inject": "true"}), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("rocksdb-backend-left-alone", raycluster(options={"backend": "rocksdb"}), added={}, skipped="rocksdb"),
+    Case("unknown-annotation-warns", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-adress": "x"}), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}, warnings=("unknown annotation ray-ft-webhook.io/redis-adress",)),
+    # --- denials: our annotations that cannot be parsed ---
+    Case("deny-timeout-not-int", raycluster(annotations={**FT, "ray-ft-webhook.io/worker-reconnect-timeout-s": "ten"}),
+         "worker", denied="annotation ray-ft-webhook.io/worker-reconnect-timeout-s: 'ten' is not a positive integer"),
+    Case("deny-timeout-zero", raycluster(annotations={**FT, "ray-ft-webhook.io/head-reconnect-timeout-s": "0"}),
+         denied="ray-ft-webhook.io/head-reconnect-timeout-s: '0'"),
+    Case("deny-timeout-negative", raycluster(annotations={**FT, "ray-ft-webhook.io/worker-reconnect-timeout-s": "-5"}),
+         "worker", denied="'-5' is not a positive integer"),
+    Case("deny-timeout-fraction", raycluster(annotations={**FT, "ray-ft-webhook.io/worker-reconnect-timeout-s": "1.5"}),
+         "worker", denied="'1.5'"),
+    Case("deny-secret-bad", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "a/b/c"}),
+         denied="annotation ray-ft-webhook.io/redis-password-secret: 'a/b/c' is not NAME or NAME/KEY"),
+    Case("deny-secret-uppercase", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "Bad_Name"}),
+         denied="'Bad_Name'"),
+    Case("deny-address-empty", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": " "}),
+         denied="annotation ray-ft-webhook.io/redis-address"),
+    Case("deny-inject-garbage", raycluster(annotations={**FT, "ray-ft-webhook.io/inject": "nope"}),
+         denied="ray-ft-webhook.io/inject: 'nope'"),
+    Case("deny-even-when-ft-off", raycluster(annotations={"ray-ft-webhook.io/worker-reconnect-timeout-s": "x"}),
+         "worker", denied="'x'"),
+    Case("deny-options-not-object", raycluster(options="redis:6379"),  # type: ignore[arg-type]
+         denied="spec.gcsFaultToleranceOptions: expected an object"),
+    Case("deny-credential-both", raycluster(options={"redisPassword": {"value": "a", "valueFrom": SECRET_REF}}),
+         denied="redisPassword: give value or valueFrom, not both"),
+    # --- KubeRay's seven validation conflicts, as warnings ---
+    Case("conflict-1-annotation-and-options", raycluster(annotations=FT, options={"redisAddress": "r:1"}), "worker",
+         warnings=("ray.io/ft-enabled must not be set together",)),
+    Case("conflict-2-address-without-ft", raycluster(head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         added={}, warnings=("RAY_REDIS_ADDRESS is set but GCS fault tolerance is off",)),
+    Case("conflict-3-start-param-password-with-options", raycluster(options={"redisAddress": "r:1"},
+         head_start_params={"redis-password": "x"}), "worker", warnings=("rayStartParams redis-password",)),
+    Case("conflict-4-env-password-with-options", raycluster(options={"redisAddress": "r:1"},
+         head_env=[env_secret("REDIS_PASSWORD", "s")]), "worker", warnings=("head env REDIS_PASSWORD",)),
+    Case("conflict-5-env-address-with-options", raycluster(options={"redisAddress": "r:1"},
+         head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:2"}]), "worker", warnings=("head env RAY_REDIS_ADDRESS with",)),
+    Case("conflict-6-storage-annotation-with-options", raycluster(options={"redisAddress": "r:1"},
+         annotations={"ray.io/external-storage-namespace": "x"}), "worker", warnings=("ray.io/external-storage-namespace with",)),
+    Case("conflict-7-username-without-options", raycluster(annotations=FT, head_start_params={"redis-username": "u"}),
+         "worker", warnings=("needs gcsFaultToleranceOptions.redisUsername",)),
+    Case("conflict-7-env-username-without-options", raycluster(annotations=FT,
+         head_env=[{"name": "REDIS_USERNAME", "value": "u"}]), "worker", warnings=("redisUsername",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_plan(case: Case) -> None:
+    result = run(case.cluster, case.role, case.settings, case.pod_env)
+    if case.denied is not None:
+        assert result.denied is not None and case.denied in result.denied
+        assert result.patch == []
+        return
+    assert result.denied is None
+    if case.added is not None:
+        assert added_env(result) == case.added
+    for key, value in (case.annotations or {}).items():
+        assert annotations_of(result)[key] == value
+    args0 = result.pod["spec"]["containers"][0]["args"][0]
+    for flag in case.flags:
+        assert args0.count(flag.partition("=")[0]) == 1 and flag in args0
+    for expected in case.warnings:
+        assert any(expected in w for w in result.warnings), result.warnings
+    if case.no_warnings:
+        assert result.warnings == ()
+    assert all(len(w) < 120 for w in result.warnings)
+    if case.skipped is not None:
+        assert result.skipped is not None and case.skipped in result.skipped
+        assert result.patch == []
+    # Idempotent: the plan on its own output adds nothing.
+    assert render(case.cluster, result.pod, case.settings).patch == []
+
+
+def test_worker_gets_nothing_else() -> None:
+    cluster = raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}})
+    result = run(cluster, "worker")
+    assert set(env_of(result)) - set(env_of(run(raycluster(), "worker"))) == {"RAY_gcs_rpc_server_reconnect_timeout_s"}
+    assert annotations_of(result) == {"ray-ft-webhook.io/injected": "RAY_gcs_rpc_server_reconnect_timeout_s"}
+    init_env = result.pod["spec"]["initContainers"][0]["env"]
+    assert [e["name"] for e in init_env] == ["FQ_RAY_IP"]
+
+
+def test_golden_head_ops_with_options() -> None:
+    cluster = raycluster(options={"redisAddress": "redis:6379", "redisPassword": {"valueFrom": SECRET_REF}})
+    p = pod(cluster, "head")
+    p["metadata"]["annotations"] = {"team/owner": "ml"}
+    gen_index = [e["name"] for e in p["spec"]["containers"][0]["env"]].index("KUBERAY_GEN_RAY_START_CMD")
+    result = render(cluster, p, Settings())
+    cmd = "ray start --head --redis-password=$REDIS_PASSWORD --block --dashboard-agent-listen-port=52365 " \
+          "--dashboard-host=0.0.0.0 --metrics-export-port=8080 --num-cpus=0 "
+    assert result.patch == [
+        {"op": "add", "path": "/metadata/annotations/ray.io~1ft-enabled", "value": "true"},
+        {"op": "add", "path": "/metadata/annotations/ray.io~1external-storage-namespace", "value": QUICKSTART_UID},
+        {"op": "add", "path": "/metadata/annotations/ray-ft-webhook.io~1injected",
+         "value": "ray.io/ft-enabled,ray.io/external-storage-namespace,RAY_external_storage_namespace,"
+                  "RAY_REDIS_ADDRESS,REDIS_PASSWORD,--redis-password"},
+        {"op": "add", "path": "/spec/containers/0/env/-",
+         "value": {"name": "RAY_external_storage_namespace", "value": QUICKSTART_UID}},
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "RAY_REDIS_ADDRESS", "value": "redis:6379"}},
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "REDIS_PASSWORD", "valueFrom": SECRET_REF}},
+        {"op": "replace", "path": "/spec/containers/0/args/0", "value": "ulimit -n 65536; " + cmd},
+        {"op": "replace", "path": f"/spec/containers/0/env/{gen_index}/value", "value": cmd},
+    ]
+    assert result.pod["metadata"]["annotations"]["team/owner"] == "ml"
+
+
+def test_golden_worker_without_env_or_annotations() -> None:
+    cluster = raycluster(annotations=FT)
+    p = pod(cluster, "worker")
+    del p["spec"]["containers"][0]["env"]
+    assert render(cluster, p, Settings()).patch == [
+        {"op": "add", "path": "/metadata/annotations",
+         "value": {"ray-ft-webhook.io/injected": "RAY_gcs_rpc_server_reconnect_timeout_s"}},
+        {"op": "add", "path": "/spec/containers/0/env",
+         "value": [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "600"}]},
+    ]
+
+
+def test_existing_flag_is_kept() -> None:
+    cluster = raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}},
+                         head_start_params={"num-cpus": "0", "redis-password": "$MY_PW"})
+    result = run(cluster)
+    assert "REDIS_PASSWORD" in added_env(result)
+    assert not any(op["path"].endswith("/args/0") for op in result.patch)
+    assert "--redis-password=$MY_PW" in result.pod["spec"]["containers"][0]["args"][0]
+
+
+def test_no_ray_start_warns() -> None:
+    cluster = raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}})
+    p = pod(cluster, "head")
+    p["spec"]["containers"][0]["args"] = ["python serve.py"]
+    p["spec"]["containers"][0]["env"] = [e for e in p["spec"]["containers"][0]["env"]
+                                         if e["name"] != "KUBERAY_GEN_RAY_START_CMD"]
+    result = render(cluster, p, Settings())
+    assert any("no 'ray start'" in w for w in result.warnings)
+    assert result.pod["spec"]["containers"][0]["args"] == ["python serve.py"]
+
+
+def test_existing_pod_annotations_are_not_overwritten() -> None:
+    cluster = raycluster(options={"redisAddress": "r:1"})
+    p = pod(cluster, "head")
+    p["metadata"]["annotations"] = {"ray.io/ft-enabled": "true", "ray.io/external-storage-namespace": "kept"}
+    result = render(cluster, p, Settings())
+    assert annotations_of(result)["ray.io/external-storage-namespace"] == "kept"
+    assert env_of(result)["RAY_external_storage_namespace"] == QUICKSTART_UID
+
+
+def test_injected_annotation_merges_on_reinvocation() -> None:
+    """Another webhook removed an env var we added: we add it again and keep the list complete."""
+    cluster = raycluster(options={"redisAddress": "r:1"})
+    first = run(cluster)
+    p = first.pod
+    p["spec"]["containers"][0]["env"] = [e for e in p["spec"]["containers"][0]["env"] if e["name"] != "RAY_REDIS_ADDRESS"]
+    second = render(cluster, p, Settings())
+    assert added_env(second) == {"RAY_REDIS_ADDRESS": "r:1"}
+    assert annotations_of(second)["ray-ft-webhook.io/injected"] == annotations_of(first)["ray-ft-webhook.io/injected"]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda p: p["metadata"]["labels"].update({"ray.io/node-type": "redis-cleanup"}), None),
+    (lambda p: p["metadata"]["labels"].pop("ray.io/node-type"), None),
+    (lambda p: (p["metadata"].pop("ownerReferences"), p["metadata"]["labels"].pop("ray.io/cluster")), None),
+    (lambda p: p["metadata"].pop("ownerReferences"), "label"),
+    (lambda p: p["metadata"]["ownerReferences"][0].update({"apiVersion": "ray.io/v1alpha1"}), "owner"),
+    (lambda p: p["metadata"]["ownerReferences"][0].update({"controller": False}), "label"),
+], ids=["redis-cleanup", "no-node-type", "no-owner-no-label", "label-only", "v1alpha1-owner", "non-controller-ref"])
+def test_which_pods(mutate: Any, expected: str | None) -> None:
+    cluster = raycluster(annotations=FT)
+    p = pod(cluster, "worker")
+    mutate(p)
+    result = render(cluster, p, Settings())
+    if expected is None:
+        assert result.patch == [] and result.skipped == "not a head or worker pod of a RayCluster"
+    else:
+        assert added_env(result) == {"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}
+
+
+def test_label_only_pod_uses_raycluster_uid() -> None:
+    cluster = raycluster(options={"redisAddress": "r:1"})
+    p = pod(cluster, "head", owner=False)
+    assert env_of(render(cluster, p, Settings()))["RAY_external_storage_namespace"] == QUICKSTART_UID
+
+
+def test_every_warning_is_short() -> None:
+    """All warnings at once, on a cluster that breaks every rule we warn about."""
+    cluster = raycluster(
+        annotations={**FT, "ray.io/external-storage-namespace": "", "ray-ft-webhook.io/worker-reconnect-timeout-s": "5",
+                     "ray-ft-webhook.io/unknown-one": "x"},
+        options={"redisPassword": {"value": "p"}, "backend": "redis"},
+        head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r"}, {"name": "REDIS_PASSWORD", "value": "p"},
+                  {"name": "REDIS_USERNAME", "value": "u"}],
+        head_start_params={"redis-password": "p", "redis-username": "u"},
+    )
+    warnings = run(cluster, "worker").warnings + run(cluster, "head").warnings
+    assert len(set(warnings)) >= 7
+    assert all(0 < len(w) < 120 for w in warnings)
+    assert not any(w == "p" for w in warnings)
+
+
+def test_secret_values_never_in_warnings_or_denials() -> None:
+    secret = "Sup3rS3cretValue"
+    cluster = raycluster(options={"redisPassword": {"value": secret}}, head_start_params={"redis-password": secret},
+                         head_env=[{"name": "REDIS_PASSWORD", "value": secret}],
+                         annotations={"ray-ft-webhook.io/worker-reconnect-timeout-s": "bad"})
+    for role in ("head", "worker"):
+        result = run(cluster, role)
+        assert secret not in " ".join(result.warnings) + (result.denied or "")

@@ -1,0 +1,123 @@
+"""Properties of the plan over generated RayClusters and pods (hypothesis):
+
+- the ops apply with `jsonpatch` to the pod they came from, and are only add/replace on allowed paths;
+- running the plan on its own output yields no ops (safe under reinvocationPolicy: IfNeeded);
+- nothing the pod already had is changed, except flags appended to KubeRay's generated command lines;
+- no env name is ever duplicated; the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import jsonpatch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.kuberay_objects import pod, raycluster
+from webhook.render import render
+from webhook.settings import SecretRef, Settings
+
+FT_ENV = ["RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME",
+          "RAY_gcs_rpc_server_reconnect_timeout_s"]
+ALLOWED_PATH = re.compile(
+    r"^/metadata/annotations(/[^/]+)?$|^/spec/containers/0/env(/-|/\d+/value)?$|^/spec/containers/0/args/0$"
+)
+
+text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:/~$", min_size=0, max_size=12)
+secret_ref = st.fixed_dictionaries({"secretKeyRef": st.fixed_dictionaries({"name": st.just("s"), "key": st.just("k")})})
+credential = st.one_of(st.fixed_dictionaries({"value": text}), st.fixed_dictionaries({"valueFrom": secret_ref}))
+options = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+    "redisAddress": text, "redisPassword": credential, "redisUsername": credential,
+    "externalStorageNamespace": text,
+}))
+our_annotations = st.fixed_dictionaries({}, optional={
+    "ray.io/ft-enabled": st.sampled_from(["true", "false", "True", ""]),
+    "ray.io/external-storage-namespace": text,
+    "ray-ft-webhook.io/redis-address": st.sampled_from(["redis:6379", "rediss://r:6380", "a:1,b:2"]),
+    "ray-ft-webhook.io/redis-password-secret": st.sampled_from(["pw", "pw/key", "a.b/c_d"]),
+    "ray-ft-webhook.io/redis-username": st.sampled_from(["ray", "default"]),
+    "ray-ft-webhook.io/worker-reconnect-timeout-s": st.sampled_from(["600", "30", "1"]),
+    "ray-ft-webhook.io/head-reconnect-timeout-s": st.sampled_from(["60", "120"]),
+    "ray-ft-webhook.io/inject": st.sampled_from(["true", "false"]),
+    "team/a~b": st.just("x"),
+})
+env_entry = st.builds(
+    lambda name, value, from_secret: {"name": name, "valueFrom": {"secretKeyRef": {"name": "u", "key": "k"}}}
+    if from_secret else {"name": name, "value": value},
+    st.sampled_from([*FT_ENV, "OTHER"]), text, st.booleans(),
+)
+admin = st.builds(
+    Settings,
+    default_redis_address=st.one_of(st.none(), st.just("admin:6379")),
+    default_redis_password_secret=st.one_of(st.none(), st.just(SecretRef("admin-pw"))),
+    worker_reconnect_timeout_s=st.sampled_from([600, 900]),
+    head_reconnect_timeout_s=st.one_of(st.none(), st.just(90)),
+)
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], Settings]:
+    cluster = raycluster(
+        annotations=draw(our_annotations),
+        options=draw(options),
+        head_env=draw(st.lists(env_entry, max_size=3, unique_by=lambda e: e["name"])),
+        head_start_params=draw(st.fixed_dictionaries({}, optional={
+            "redis-password": st.sampled_from(["$REDIS_PASSWORD", "plain"]), "num-cpus": st.just("0")})),
+    )
+    p = pod(cluster, draw(st.sampled_from(["head", "worker"])), owner=draw(st.booleans()))
+    container = p["spec"]["containers"][0]
+    extra = draw(st.lists(env_entry, max_size=3, unique_by=lambda e: e["name"]))
+    taken = {e["name"] for e in container["env"]}
+    container["env"] = [e for e in extra if e["name"] not in taken] + container["env"]
+    if draw(st.booleans()):
+        del container["env"]
+    if draw(st.booleans()):
+        p["metadata"]["annotations"] = draw(st.dictionaries(st.sampled_from(["a/b", "x~y", "ray.io/ft-enabled"]), text))
+    return cluster, p, draw(admin)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenario())
+def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings]) -> None:
+    cluster, original, admin_settings = case
+    before = copy.deepcopy(original)
+    result = render(cluster, original, admin_settings)
+    assert original == before, "render must not mutate its input"
+    if result.denied is not None:
+        assert result.patch == []
+        return
+
+    for op in result.patch:
+        assert op["op"] in ("add", "replace")
+        assert ALLOWED_PATH.match(op["path"]), op["path"]
+        if op["op"] == "add" and op["path"].startswith("/metadata/annotations/"):
+            assert "/" not in op["path"].removeprefix("/metadata/annotations/")
+
+    patched = jsonpatch.apply_patch(original, result.patch)
+    assert patched == result.pod
+
+    # Deterministic.
+    assert render(cluster, original, admin_settings).patch == result.patch
+    # Idempotent.
+    assert render(cluster, patched, admin_settings).patch == []
+
+    old_env = original["spec"]["containers"][0].get("env", [])
+    new_env = patched["spec"]["containers"][0].get("env", [])
+    names = [e["name"] for e in new_env]
+    assert len(names) == len(set(names)), "duplicated env name"
+    for i, entry in enumerate(old_env):
+        if entry["name"] == "KUBERAY_GEN_RAY_START_CMD":
+            assert new_env[i]["value"].startswith(entry["value"].split(" --")[0])
+        else:
+            assert new_env[i] == entry, "an existing env entry changed"
+    old_ann = original["metadata"].get("annotations") or {}
+    new_ann = patched["metadata"].get("annotations") or {}
+    assert all(new_ann[k] == v for k, v in old_ann.items() if k != "ray-ft-webhook.io/injected")
+    # Every flag the command had is still there; at most one of each credential flag.
+    old_args, new_args = original["spec"]["containers"][0]["args"][0], patched["spec"]["containers"][0]["args"][0]
+    assert set(old_args.split()) <= set(new_args.split())
+    for flag in ("--redis-password", "--redis-username"):
+        assert len(re.findall(rf"{flag}(=|\s|$)", new_args)) <= 1
