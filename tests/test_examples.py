@@ -1,0 +1,30 @@
+"""The files in examples/ (used by `make run` and the README) stay what the fixtures and the code say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.kuberay_objects import pod, quickstart_raycluster
+from webhook.files import load_one
+from webhook.render import render
+from webhook.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_examples_match_the_fixtures() -> None:
+    cluster = quickstart_raycluster()
+    assert load_one(EXAMPLES / "rayclusters" / "raycluster-external-redis.yaml", "RayCluster") == cluster
+    for role in ("head", "worker"):
+        assert yaml.safe_load((EXAMPLES / f"pod-{role}.yaml").read_text()) == pod(cluster, role)
+        review = json.loads((EXAMPLES / f"admissionreview-{role}.json").read_text())
+        assert review["request"]["object"] == pod(cluster, role)
+
+
+def test_example_pods_get_a_patch() -> None:
+    cluster = quickstart_raycluster()
+    for role in ("head", "worker"):
+        assert render(cluster, pod(cluster, role), Settings()).patch
