@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from webhook.certsync import CertTarget
 from webhook.settings import (
     KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
     LookupFailure,
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--on-lookup-failure", "when the RayCluster cannot be read: deny the pod or allow it untouched",
          LookupFailure, default=LookupFailure.DENY, choices=list(LookupFailure), metavar="{deny,allow}")
     _add(serve, "--log-level", "debug, info, warning or error", _log_level, default="info")
+    managed = serve.add_argument_group(
+        "self-managed certificates (all of --cert-secret, --webhook-config and --service turn it on)")
+    _add(managed, "--cert-secret", "Secret holding the CA and serving certificate; the Lease holder creates and "
+         "renews it, every replica writes its pair to --tls-cert/--tls-key")
+    _add(managed, "--webhook-config", "MutatingWebhookConfiguration whose caBundle is kept in step")
+    _add(managed, "--service", "the webhook's Service name (certificate DNS names)")
+    _add(managed, "--cert-namespace", "namespace of the Secret, Lease and Service (default: $POD_NAMESPACE, "
+         "then the in-cluster namespace)")
     _add_defaults(serve)
 
     render = sub.add_parser(
@@ -165,7 +174,45 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--namespace", required=True, help="the Service's namespace")
     gen.add_argument("--ip", action="append", default=[], help="an IP SAN, e.g. 127.0.0.1 (repeatable)")
     gen.add_argument("--days", type=_typed(parse_positive_int), default=365, help="validity (default: 365)")
+
+    install = certs_sub.add_parser(
+        "install", help="create or renew the certificate Secret and write the caBundle (like certgen create+patch)",
+        description="Create the CA and serving certificate in a Secret (or renew what is due) and set the "
+        "caBundle of every webhook in the MutatingWebhookConfiguration. Safe to run again.",
+    )
+    install.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    install.add_argument("--namespace", required=True, help="namespace of the Secret and the Service")
+    install.add_argument("--secret", default="ray-ft-webhook-tls", help="Secret name (default: ray-ft-webhook-tls)")
+    install.add_argument("--webhook-config", default="ray-ft-webhook",
+                         help="MutatingWebhookConfiguration name (default: ray-ft-webhook)")
+    install.add_argument("--service", default="ray-ft-webhook", help="Service name (default: ray-ft-webhook)")
+    install.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
+
+    uninstall = certs_sub.add_parser(
+        "uninstall", help="delete the MutatingWebhookConfiguration first, then the certificate Secret and Lease",
+        description="Removes the webhook configuration before anything else, so a webhook being removed can "
+        "never block pod creation. Then `kubectl delete -k manifests/overlays/<overlay>` removes the rest.",
+    )
+    uninstall.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    uninstall.add_argument("--webhook-config", default="ray-ft-webhook", help="(default: ray-ft-webhook)")
+    uninstall.add_argument("--namespace", help="namespace of the Secret and Lease (omit to keep them)")
+    uninstall.add_argument("--secret", default="ray-ft-webhook-tls", help="(default: ray-ft-webhook-tls)")
     return parser
+
+
+def _cert_target(args: argparse.Namespace, command: str) -> CertTarget | None:
+    from webhook import kube
+
+    given = [args.cert_secret, args.webhook_config, args.service]
+    if not any(given):
+        return None
+    if not all(given):
+        _fail(command, "--cert-secret, --webhook-config and --service go together")
+    namespace = args.cert_namespace or kube.own_namespace()
+    if not namespace:
+        _fail(command, "--cert-namespace is needed outside a cluster")
+    return CertTarget(namespace=namespace, secret=args.cert_secret, webhook_config=args.webhook_config,
+                      service=args.service, ips=tuple(getattr(args, "ip", ()) or ()))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -178,6 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
+        cert_target=_cert_target(args, "serve"),
     )
     try:
         server.run(opts, _settings(args))
@@ -207,6 +255,52 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
+    return {"generate": _certs_generate, "install": _certs_install, "uninstall": _certs_uninstall}[
+        args.certs_command](args)
+
+
+def _certs_install(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook import kube
+    from webhook.certsync import CertSync
+    from webhook.files import InputError
+
+    target = CertTarget(namespace=args.namespace, secret=args.secret, webhook_config=args.webhook_config,
+                        service=args.service, ips=tuple(args.ip))
+    try:
+        sync = CertSync(kube.api_client(args.kubeconfig), target, files=None, identity="certs-install")
+        # A CA rotation needs up to three passes (new CA stored, trusted, then used); stop when stable.
+        for _ in range(3):
+            if not sync.reconcile():
+                break
+    except InputError as exc:
+        _fail("certs install", str(exc))
+    except ApiException as exc:
+        _fail("certs install", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
+    print(f"Secret {args.namespace}/{args.secret} and the caBundle of {args.webhook_config} are up to date")
+    return 0
+
+
+def _certs_uninstall(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook import kube
+    from webhook.certsync import uninstall
+    from webhook.files import InputError
+
+    try:
+        deleted = uninstall(kube.api_client(args.kubeconfig), args.webhook_config, args.namespace, args.secret)
+    except InputError as exc:
+        _fail("certs uninstall", str(exc))
+    except ApiException as exc:
+        _fail("certs uninstall", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
+    for item in deleted:
+        print(f"deleted {item}")
+    return 0
+
+
+def _certs_generate(args: argparse.Namespace) -> int:
     from webhook import certs
 
     ca = certs.generate_ca(days=max(args.days, 3650))

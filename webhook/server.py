@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from webhook import kube
 from webhook.app import Health, create_app
+from webhook.certsync import CertSync, CertTarget
 from webhook.files import InputError
 from webhook.lookup import RayClusterLookup, StaticLookup, WatchCache
 from webhook.metrics import Metrics
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 KEEP_ALIVE_S = 120
 # On SIGTERM, in-flight admissions finish; idle keep-alive connections must not hold the exit forever.
 GRACEFUL_SHUTDOWN_S = 10
+# How long a starting replica waits for the certificate leader to create the Secret.
+CERT_WAIT_S = 60
 
 
 @dataclass(frozen=True)
@@ -37,29 +42,36 @@ class ServeOptions:
     namespaces: tuple[str, ...] = ()
     lookup_timeout_s: float = 2.0
     log_level: str = "info"
+    # Set when the webhook manages its own certificate (self-managed mode).
+    cert_target: CertTarget | None = None
 
 
-def build_lookup(opts: ServeOptions, metrics: Metrics) -> RayClusterLookup:
-    """The RayCluster source: a manifest folder, a kubeconfig, or the in-cluster service account."""
+def start_cert_sync(opts: ServeOptions, target: CertTarget, api: Any) -> CertSync:
+    """Fetch (creating it if this replica leads) the certificate before serving, then keep it in step."""
+    sync = CertSync(api, target, (opts.tls_cert, opts.tls_key))
+    deadline = time.monotonic() + CERT_WAIT_S
+    while True:
+        try:
+            sync.sync_once()
+        except Exception as exc:
+            log.warning("certificate sync failed", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
+        if opts.tls_cert.exists() and opts.tls_key.exists():
+            break
+        if time.monotonic() > deadline:
+            raise InputError(f"no certificate in Secret {target.namespace}/{target.secret} after {CERT_WAIT_S}s; "
+                             "check the webhook's RBAC for secrets, leases and mutatingwebhookconfigurations")
+        time.sleep(2)
+    sync.start()
+    return sync
+
+
+def build_lookup(opts: ServeOptions, metrics: Metrics, api: Any) -> RayClusterLookup:
+    """The RayCluster source: a manifest folder, or the Kubernetes API through `api`."""
     if opts.rayclusters_from is not None:
         static = StaticLookup.from_folder(opts.rayclusters_from)
         metrics.cached_clusters.set_function(lambda: len(static))
         return static
-    from kubernetes import client, config
-
-    try:
-        if opts.kubeconfig is not None:
-            api_client = config.new_client_from_config(config_file=str(opts.kubeconfig))
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            api_client = client.ApiClient()
-        else:
-            api_client = config.new_client_from_config()
-    except (config.ConfigException, OSError) as exc:
-        raise InputError(
-            f"no RayCluster source: give --rayclusters-from DIR or --kubeconfig FILE, or run in a cluster ({exc})"
-        ) from None
-    cache = WatchCache(api_client, opts.namespaces, opts.lookup_timeout_s,
+    cache = WatchCache(api, opts.namespaces, opts.lookup_timeout_s,
                        on_get=lambda result: metrics.fallback_gets.labels(result).inc())
     metrics.cached_clusters.set_function(lambda: len(cache))
     cache.start()
@@ -69,8 +81,10 @@ def build_lookup(opts: ServeOptions, metrics: Metrics) -> RayClusterLookup:
 def run(opts: ServeOptions, settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises InputError/TLSError for unusable configuration before listening."""
     metrics = Metrics()
+    api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None or opts.cert_target else None
+    sync = start_cert_sync(opts, opts.cert_target, api) if opts.cert_target is not None else None
     tls = ReloadingTLS(opts.tls_cert, opts.tls_key, on_load=metrics.cert_expiry.set)
-    lookup = build_lookup(opts, metrics)
+    lookup = build_lookup(opts, metrics, api)
     app = create_app(lookup, settings, Health(certificate_loaded=lambda: True, cache_synced=lookup.ready), metrics)
     config = uvicorn.Config(
         app,
@@ -93,6 +107,8 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     finally:
         if isinstance(lookup, WatchCache):
             lookup.stop()
+        if sync is not None:
+            sync.stop()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

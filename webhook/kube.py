@@ -1,0 +1,36 @@
+"""A Kubernetes API client from a kubeconfig, the in-cluster service account, or $KUBECONFIG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from webhook.files import InputError
+
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def api_client(kubeconfig: Path | None) -> Any:
+    """An ApiClient; raises InputError naming what was tried when none can be configured."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig is not None:
+            return config.new_client_from_config(config_file=str(kubeconfig))
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            return client.ApiClient()
+        return config.new_client_from_config()
+    except (config.ConfigException, OSError) as exc:
+        raise InputError(f"cannot reach Kubernetes: give --kubeconfig FILE or run in a cluster ({exc})") from None
+
+
+def own_namespace() -> str | None:
+    """The namespace this process runs in: $POD_NAMESPACE, else the service account's, else None."""
+    if namespace := os.environ.get("POD_NAMESPACE"):
+        return namespace
+    try:
+        return IN_CLUSTER_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
