@@ -136,10 +136,13 @@ def pod(cluster: dict[str, Any], role: str = "head", group: str = "small-group",
 
 def _kuberay_env(name: str, namespace: str, head: bool, group: str, command: str) -> list[dict[str, Any]]:
     fq = f"{name}-head-svc.{namespace}.svc.cluster.local"
+    def field(path: str) -> dict[str, Any]:
+        return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
+
     env: list[dict[str, Any]] = [
-        {"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}}},
-        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/group']"}}},
+        {"name": "RAY_CLUSTER_NAME", "valueFrom": field("metadata.labels['ray.io/cluster']")},
+        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": field("metadata.name")},
+        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": field("metadata.labels['ray.io/group']")},
         {"name": "KUBERAY_GEN_RAY_START_CMD", "value": command},
     ]
     if head:

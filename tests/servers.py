@@ -63,13 +63,13 @@ class WebhookProcess:
 
 
 def start_webhook(workdir: Path, args: Sequence[str], env: dict[str, str] | None = None,
-                  ready_timeout: float = 30) -> WebhookProcess:
+                  ready_timeout: float = 30, port: int | None = None) -> WebhookProcess:
     """Run `python -m webhook serve` with TLS files from `workdir` (made if missing) and wait for /readyz."""
     workdir.mkdir(parents=True, exist_ok=True)
     ca = workdir / "ca.crt"
     if not ca.exists():
         make_certs(workdir)
-    port = free_port()
+    port = port or free_port()
     log = workdir / f"webhook-{port}.log"
     cmd = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--tls-cert", str(workdir / "tls.crt"), "--tls-key", str(workdir / "tls.key"), *args]
