@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the pod is denied (render), 2 unusable input or configu
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -111,6 +112,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_interval(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= 3600:
+        raise ValueError(f"{text!r} is not between 1 and 3600 seconds")
+    return value
+
+
+def _ip_list(text: str) -> tuple[str, ...]:
+    ips = tuple(ip.strip() for ip in text.split(",") if ip.strip())
+    for ip in ips:
+        ipaddress.ip_address(ip)
+    return ips
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(f"{text!r} is not debug, info, warning or error")
@@ -149,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
          "renews it, every replica writes its pair to --tls-cert/--tls-key")
     _add(managed, "--webhook-config", "MutatingWebhookConfiguration whose caBundle is kept in step")
     _add(managed, "--service", "the webhook's Service name (certificate DNS names)")
+    _add(managed, "--cert-sync-interval-s", "how often the Secret, Lease and caBundle are checked (also bounds how "
+         "soon a changed certificate file is served)", _seconds_interval, default=30.0)
+    _add(managed, "--cert-ips", "comma-separated extra IP SANs, e.g. 127.0.0.1 for a webhook reached by IP",
+         _ip_list)
     _add(managed, "--cert-namespace", "namespace of the Secret, Lease and Service (default: $POD_NAMESPACE, "
          "then the in-cluster namespace)")
     _add_defaults(serve)
@@ -212,7 +231,7 @@ def _cert_target(args: argparse.Namespace, command: str) -> CertTarget | None:
     if not namespace:
         _fail(command, "--cert-namespace is needed outside a cluster")
     return CertTarget(namespace=namespace, secret=args.cert_secret, webhook_config=args.webhook_config,
-                      service=args.service, ips=tuple(getattr(args, "ip", ()) or ()))
+                      service=args.service, ips=args.cert_ips or ())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -225,7 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
-        cert_target=_cert_target(args, "serve"),
+        cert_target=_cert_target(args, "serve"), cert_sync_interval_s=args.cert_sync_interval_s,
     )
     try:
         server.run(opts, _settings(args))

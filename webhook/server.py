@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 KEEP_ALIVE_S = 120
 # On SIGTERM, in-flight admissions finish; idle keep-alive connections must not hold the exit forever.
 GRACEFUL_SHUTDOWN_S = 10
+# How often, at most, the certificate files are checked for a change (on a TLS handshake).
+TLS_CHECK_S = 10.0
 # How long a starting replica waits for the certificate leader to create the Secret.
 CERT_WAIT_S = 60
 
@@ -44,11 +46,12 @@ class ServeOptions:
     log_level: str = "info"
     # Set when the webhook manages its own certificate (self-managed mode).
     cert_target: CertTarget | None = None
+    cert_sync_interval_s: float = 30.0
 
 
 def start_cert_sync(opts: ServeOptions, target: CertTarget, api: Any) -> CertSync:
     """Fetch (creating it if this replica leads) the certificate before serving, then keep it in step."""
-    sync = CertSync(api, target, (opts.tls_cert, opts.tls_key))
+    sync = CertSync(api, target, (opts.tls_cert, opts.tls_key), interval_s=opts.cert_sync_interval_s)
     deadline = time.monotonic() + CERT_WAIT_S
     while True:
         try:
@@ -83,7 +86,8 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     metrics = Metrics()
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None or opts.cert_target else None
     sync = start_cert_sync(opts, opts.cert_target, api) if opts.cert_target is not None else None
-    tls = ReloadingTLS(opts.tls_cert, opts.tls_key, on_load=metrics.cert_expiry.set)
+    tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
+                       on_load=metrics.cert_expiry.set)
     lookup = build_lookup(opts, metrics, api)
     app = create_app(lookup, settings, Health(certificate_loaded=lambda: True, cache_synced=lookup.ready), metrics)
     config = uvicorn.Config(
