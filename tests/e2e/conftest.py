@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.controlplane import WEBHOOK_USER, ControlPlane, ControlPlaneError
+from tests.e2e.controlplane import RAYCLUSTER_CRD, WEBHOOK_USER, ControlPlane, ControlPlaneError
 from tests.servers import WebhookProcess, make_certs, start_webhook
 from webhook import certs
 
@@ -35,31 +35,6 @@ WEBHOOK_NAMESPACE = "ray-ft-webhook"
 # The admin defaults the e2e webhook runs with (so "our annotations with admin defaults" can be shown);
 # test_admission_e2e.admin_settings() is the same as Settings.
 ADMIN_ARGS = ["--default-redis-address", "redis.ray-system:6379", "--default-redis-password-secret", "redis-admin/pw"]
-
-RAYCLUSTER_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "rayclusters.ray.io"},
-    "spec": {
-        "group": "ray.io",
-        "names": {
-            "kind": "RayCluster",
-            "listKind": "RayClusterList",
-            "plural": "rayclusters",
-            "singular": "raycluster",
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
-
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
