@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.controlplane import RAYCLUSTER_CRD, WEBHOOK_USER, ControlPlane, ControlPlaneError
 from tests.servers import WebhookProcess, make_certs, start_webhook
+from tests.tools import in_ci
 from webhook import certs
 
 pytestmark = pytest.mark.e2e
@@ -35,10 +36,6 @@ WEBHOOK_NAMESPACE = "ray-ft-webhook"
 # The admin defaults the e2e webhook runs with (so "our annotations with admin defaults" can be shown);
 # test_admission_e2e.admin_settings() is the same as Settings.
 ADMIN_ARGS = ["--default-redis-address", "redis.ray-system:6379", "--default-redis-password-secret", "redis-admin/pw"]
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
 
 def manifest(path: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((MANIFESTS / path).read_text()) if d]
