@@ -15,7 +15,7 @@ set -euo pipefail
 # Pinned: the version the tier was proven with (GCS tables in Redis as RAY<ns>@<TABLE> hashes).
 RAY_VERSION="${RAY_VERSION:-2.60.0}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${1:-$HERE/../.venv}"
+VENV="${1:-$(dirname "$HERE")/.venv}"
 PY="$VENV/bin/python"
 
 log() { printf '[install-realray] %s\n' "$*"; }

@@ -25,15 +25,18 @@ class Rendered:
     skipped: str | None = None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Settings) -> Rendered:
     """The patch the server would answer for `pod` (owned by `raycluster`), and the patched pod.
 
     The namespace is the pod's, else the RayCluster's, else `default`. Raises InputError when the pod is not
     a Ray pod of this RayCluster or cannot be read.
     """
-    cluster_meta = raycluster.get("metadata") if isinstance(raycluster.get("metadata"), Mapping) else {}
-    pod_meta = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
-    namespace = pod_meta.get("namespace") or cluster_meta.get("namespace") or "default"
+    cluster_meta = _mapping(raycluster.get("metadata"))
+    namespace = _mapping(pod.get("metadata")).get("namespace") or cluster_meta.get("namespace") or "default"
     cluster = parse_raycluster({**raycluster, "metadata": {**cluster_meta, "namespace": namespace}})
     try:
         facts = read_ray_pod(pod, namespace)
