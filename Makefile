@@ -42,3 +42,8 @@ test: venv lint test-deps
 
 clean:
 	rm -rf $(VENV) certs/*.crt certs/*.key certs/*.b64 .pytest_cache .ruff_cache .hypothesis
+
+.PHONY: demo
+## demo: the real KubeRay operator creates Ray pods on a local control plane, the webhook configures them (Ctrl-C stops)
+demo: venv
+	$(PY) hack/demo.py

@@ -297,6 +297,27 @@ def test_golden_worker_without_env_or_annotations() -> None:
     ]
 
 
+def test_legacy_kuberay_empty_password_placeholder_is_replaced() -> None:
+    """KubeRay <= 1.2 adds REDIS_PASSWORD="" to every Ray container when the head template has none."""
+    cluster = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "pw"})
+    result = run(cluster, pod_env=[{"name": "REDIS_PASSWORD", "value": ""}])
+    index = [e["name"] for e in pod(cluster, "head")["spec"]["containers"][0]["env"]].index("KUBERAY_GEN_RAY_START_CMD")
+    assert {"op": "replace", "path": "/spec/containers/0/env/0",
+            "value": {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "pw", "key": "password"}}}} \
+        in result.patch
+    assert "--redis-password=$REDIS_PASSWORD" in result.pod["spec"]["containers"][0]["args"][0]
+    assert "--redis-password" in result.pod["spec"]["containers"][0]["env"][index + 1]["value"]
+    assert "REDIS_PASSWORD" in annotations_of(result)["ray-ft-webhook.io/injected"].split(",")
+    assert render(cluster, result.pod, Settings()).patch == []
+    # The user's own empty password (in the head template) is theirs: kept.
+    mine = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "pw"},
+                      head_env=[{"name": "REDIS_PASSWORD", "value": ""}])
+    assert "REDIS_PASSWORD" not in [op["value"].get("name") for op in run(mine).patch if isinstance(op["value"], dict)]
+    # Workers are left as they are.
+    assert not any(op["op"] == "replace" for op in run(cluster, "worker", pod_env=[
+        {"name": "REDIS_PASSWORD", "value": ""}]).patch)
+
+
 def test_existing_flag_is_kept() -> None:
     cluster = raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": SECRET_REF}},
                          head_start_params={"num-cpus": "0", "redis-password": "$MY_PW"})

@@ -2,7 +2,8 @@
 
 - the ops apply with `jsonpatch` to the pod they came from, and are only add/replace on allowed paths;
 - running the plan on its own output yields no ops (safe under reinvocationPolicy: IfNeeded);
-- nothing the pod already had is changed, except flags appended to KubeRay's generated command lines;
+- nothing the pod already had is changed, except flags appended to KubeRay's generated command lines and
+  KubeRay <= 1.2's empty REDIS_PASSWORD placeholder on a head whose template does not set it;
 - no env name is ever duplicated; the output is deterministic.
 """
 
@@ -23,7 +24,7 @@ from webhook.settings import SecretRef, Settings
 FT_ENV = ["RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME",
           "RAY_gcs_rpc_server_reconnect_timeout_s"]
 ALLOWED_PATH = re.compile(
-    r"^/metadata/annotations(/[^/]+)?$|^/spec/containers/0/env(/-|/\d+/value)?$|^/spec/containers/0/args/0$"
+    r"^/metadata/annotations(/[^/]+)?$|^/spec/containers/0/env(/-|/\d+|/\d+/value)?$|^/spec/containers/0/args/0$"
 )
 
 text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:/~$", min_size=0, max_size=12)
@@ -108,9 +109,14 @@ def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings])
     new_env = patched["spec"]["containers"][0].get("env", [])
     names = [e["name"] for e in new_env]
     assert len(names) == len(set(names)), "duplicated env name"
+    template_env = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].get("env", [])
+    placeholder = {"name": "REDIS_PASSWORD", "value": ""}
     for i, entry in enumerate(old_env):
         if entry["name"] == "KUBERAY_GEN_RAY_START_CMD":
             assert new_env[i]["value"].startswith(entry["value"].split(" --")[0])
+        elif entry == placeholder and "REDIS_PASSWORD" not in [e["name"] for e in template_env] \
+                and original["metadata"]["labels"]["ray.io/node-type"] == "head":
+            assert new_env[i]["name"] == "REDIS_PASSWORD"
         else:
             assert new_env[i] == entry, "an existing env entry changed"
     old_ann = original["metadata"].get("annotations") or {}

@@ -1,6 +1,7 @@
 """Turn a Plan into explicit RFC 6902 JSON Patch ops against the pod it was made for.
 
-Only `add` and `replace`, only on the Ray container's env/args and the pod's annotations. A missing
+Only `add` and `replace`, only on the Ray container's env/args and the pod's annotations (`replace` of an
+env entry only for KubeRay <= 1.2's empty REDIS_PASSWORD placeholder, see plan). A missing
 `annotations` map or `env` list is created once, whole; after that, ops address single keys (`/-` for
 env). The builder tracks what it created, so no later op assumes the original document (the bug that
 lost volumes in vault-k8s). Order is fixed: annotations, env, then the command lines.
@@ -53,6 +54,7 @@ def build_ops(pod: PodFacts, plan: Plan) -> list[Op]:
         if injected_exists:
             ops.append(Op(op="replace", path=f"{ANNOTATIONS}/{escape(ann.INJECTED)}", value=_injected_value(pod, plan)))
 
+    ops.extend(Op(op="replace", path=f"{CONTAINER}/env/{i}", value=e.to_k8s()) for i, e in plan.replace_env)
     env = [e.to_k8s() for e in plan.env]
     if env and pod.env is None:
         ops.append(Op(op="add", path=f"{CONTAINER}/env", value=env))

@@ -57,13 +57,15 @@ class Plan:
 
     annotations: tuple[tuple[str, str], ...] = ()
     env: tuple[EnvVar, ...] = ()
+    # Env entries to replace in place, by index: only KubeRay <= 1.2's empty REDIS_PASSWORD placeholder.
+    replace_env: tuple[tuple[int, EnvVar], ...] = ()
     ray_start_flags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     skipped: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.annotations or self.env or self.ray_start_flags)
+        return not (self.annotations or self.env or self.replace_env or self.ray_start_flags)
 
     @property
     def injected_names(self) -> tuple[str, ...]:
@@ -71,6 +73,7 @@ class Plan:
         return (
             tuple(k for k, _ in self.annotations)
             + tuple(e.name for e in self.env)
+            + tuple(e.name for _, e in self.replace_env)
             + tuple(raystart.flag_name(f) for f in self.ray_start_flags)
         )
 
@@ -192,7 +195,19 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text is not None and text.strip().isdigit() else None
 
 
-def _head_plan(pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+def _legacy_password_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
+    """The index of an empty REDIS_PASSWORD that KubeRay <= 1.2 added itself, or None.
+
+    Those versions give every Ray container `REDIS_PASSWORD=""` when the head template has none. It is not the
+    user's: the RayCluster's head template does not set it. Kept, it would leave the head without a password.
+    """
+    index = pod.env_index(ENV_REDIS_PASSWORD)
+    if index is None or ENV_REDIS_PASSWORD in c.head_env.names or pod.env_value(ENV_REDIS_PASSWORD) != "":
+        return None
+    return index
+
+
+def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
     present = pod.env_names
     pod_annotations = pod.annotations or {}
     annotations: list[tuple[str, str]] = []
@@ -213,8 +228,13 @@ def _head_plan(pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
     if v.head_timeout_s is not None:
         candidates.append(EnvVar(ENV_RECONNECT_TIMEOUT, str(v.head_timeout_s)))
     env = tuple(e for e in candidates if e.name not in present)
+    replace_env: tuple[tuple[int, EnvVar], ...] = ()
+    placeholder = _legacy_password_placeholder(c, pod)
+    password = v.redis_password
+    if placeholder is not None and password is not None and (password.value_from is not None or password.value):
+        replace_env = ((placeholder, password),)
 
-    added = {e.name for e in env}
+    added = {e.name for e in env} | {e.name for _, e in replace_env}
     wanted = [flag for var, flag in _CREDENTIAL_FLAGS if var in added]
     commands = [cmd for cmd in (pod.args0, pod.gen_cmd) if cmd is not None]
     flags = tuple(
@@ -223,7 +243,8 @@ def _head_plan(pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
     )
     if wanted and not any(raystart.has_ray_start(cmd) for cmd in commands):
         warnings.append("no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself")
-    return Plan(annotations=tuple(annotations), env=env, ray_start_flags=flags, warnings=tuple(warnings))
+    return Plan(annotations=tuple(annotations), env=env, replace_env=replace_env, ray_start_flags=flags,
+                warnings=tuple(warnings))
 
 
 def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
@@ -267,5 +288,5 @@ def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     ):
         warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
     if pod.role == "head":
-        return _head_plan(pod, v, warnings)
+        return _head_plan(c, pod, v, warnings)
     return _worker_plan(c, pod, v, warnings)

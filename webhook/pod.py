@@ -51,6 +51,9 @@ class PodFacts:
     def env_names(self) -> frozenset[str]:
         return frozenset(item["name"] for item in self.env or ())
 
+    def env_index(self, name: str) -> int | None:
+        return next((i for i, item in enumerate(self.env or ()) if item["name"] == name), None)
+
     def env_value(self, name: str) -> str | None:
         """The literal value of env var `name`, or None (absent or set through valueFrom)."""
         for item in self.env or ():

@@ -1,0 +1,246 @@
+"""The real KubeRay operator creates the pods, the webhook configures them (issue 6), per pinned KubeRay version.
+
+Each stored pod is compared with the observer's record of what KubeRay submitted: the webhook may only have
+added what its `ray-ft-webhook.io/injected` annotation lists, and nothing KubeRay wrote may have changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import ADMIN_ARGS, Webhook, wait_for
+from tests.kuberay.conftest import NO_GO, Stack, TierReport
+from tests.kuberay.harness import (
+    FT_FINALIZER,
+    FT_FLAGS,
+    GEN_CMD,
+    INJECTED,
+    Observer,
+    args0,
+    describe_env,
+    env_list,
+    env_map,
+    get_raycluster,
+    injected,
+    pod_annotations,
+    split_by_author,
+    supports_options,
+    wait_for_ray_pods,
+    without_redis_settings,
+)
+from tests.tools import in_ci
+
+pytestmark = pytest.mark.kuberay
+
+if not in_ci() and shutil.which("go") is None:
+    pytest.skip(NO_GO, allow_module_level=True)  # one line for the whole tier
+
+# The webhook runs with the e2e tier's admin defaults: --default-redis-address A --default-redis-password-secret N/K.
+ADMIN_ADDRESS = ADMIN_ARGS[ADMIN_ARGS.index("--default-redis-address") + 1]
+_secret_name, _secret_key = ADMIN_ARGS[ADMIN_ARGS.index("--default-redis-password-secret") + 1].split("/")
+ADMIN_SECRET = (_secret_name, _secret_key)
+SAMPLE_ADDRESS = "redis:6379"  # the sample's Redis Service
+SAMPLE_SECRET = ("redis-password-secret", "password")
+
+
+@dataclass(frozen=True)
+class Form:
+    """A way to ask for FT, and the Redis settings the head must end up with."""
+
+    redis_address: str
+    password_secret: tuple[str, str]
+    needs_options: bool = False
+
+
+FORMS = {
+    # The module's config/samples/ray-cluster.external-redis.yaml as it is: gcsFaultToleranceOptions from
+    # KubeRay 1.3 on, `ray.io/ft-enabled` + head env + rayStartParams before.
+    "sample": Form(SAMPLE_ADDRESS, SAMPLE_SECRET),
+    # The options with an address only: KubeRay sets the address, the admin's default Secret fills the password.
+    "options-without-password": Form(SAMPLE_ADDRESS, ADMIN_SECRET, needs_options=True),
+    # Only `ray.io/ft-enabled` plus our annotations; no Redis settings in the template.
+    "ft-annotation-and-ours": Form(SAMPLE_ADDRESS, SAMPLE_SECRET),
+    # Only `ray.io/ft-enabled`; everything from the admin's defaults.
+    "ft-annotation-and-admin-defaults": Form(ADMIN_ADDRESS, ADMIN_SECRET),
+}
+
+
+def raycluster_for(stack: Stack, form: str) -> dict[str, Any]:
+    sample = stack.sample_raycluster
+    if form == "sample":
+        return sample
+    ft = {"ray.io/ft-enabled": "true"}
+    if form == "options-without-password":
+        return without_redis_settings(sample, "rc-options", {}, options={"redisAddress": SAMPLE_ADDRESS})
+    if form == "ft-annotation-and-ours":
+        ours = {"ray-ft-webhook.io/redis-address": SAMPLE_ADDRESS,
+                "ray-ft-webhook.io/redis-password-secret": SAMPLE_SECRET[0]}
+        return without_redis_settings(sample, "rc-ours", ft | ours)
+    return without_redis_settings(sample, "rc-admin", ft)
+
+
+def admissions(hook: Webhook) -> dict[str, float]:
+    return {o: hook.metric(f'ray_ft_webhook_admissions_total{{outcome="{o}"}}') for o in ("patched", "unchanged")}
+
+
+def secret_env(ref: tuple[str, str]) -> dict[str, Any]:
+    return {"valueFrom": {"secretKeyRef": {"name": ref[0], "key": ref[1]}}}
+
+
+def _pod_rest(pod: dict[str, Any]) -> dict[str, Any]:
+    """Everything of a pod but the Ray container's env/args, its annotations and server-set metadata."""
+    spec = json.loads(json.dumps(pod["spec"]))
+    spec["containers"][0].pop("env", None)
+    spec["containers"][0].pop("args", None)
+    meta = {k: pod["metadata"].get(k) for k in ("generateName", "namespace", "labels", "ownerReferences")}
+    return {"metadata": meta, "spec": spec}
+
+
+def assert_only_injected_added(seen: dict[str, Any], stored: dict[str, Any]) -> None:
+    """`stored` is KubeRay's pod (`seen`) plus exactly what the webhook's `injected` annotation lists."""
+    what = f"pod {stored['metadata']['name']}"
+    assert INJECTED not in pod_annotations(seen), "the observer must be called before the webhook"
+    names = injected(stored)
+    flags = [n for n in names if n.startswith("--")]
+    keys = [n for n in names if "/" in n]
+    env_names = [n for n in names if n not in flags and n not in keys]
+
+    # Annotations: KubeRay's all kept; the new ones are the listed keys plus `injected` itself.
+    kept = {k: v for k, v in pod_annotations(stored).items() if k in pod_annotations(seen)}
+    assert kept == pod_annotations(seen), f"{what}: an annotation KubeRay wrote was changed"
+    added = sorted(set(pod_annotations(stored)) - set(pod_annotations(seen)))
+    assert added == sorted([*keys, INJECTED] if names else []), f"{what}: annotations added but not listed"
+
+    def without_flags(text: str) -> str:
+        for flag in flags:
+            assert f"ray start --head {FT_FLAGS[flag]}" in text, f"{what}: {flag} not right after ray start --head"
+            text = text.replace(f" {FT_FLAGS[flag]}", "", 1)
+        return text
+
+    # Env: KubeRay's entries unchanged and in order (the start command only gains the listed flags); the
+    # webhook's entries come after them, exactly the listed names.
+    seen_env, stored_env = env_list(seen), env_list(stored)
+    # KubeRay <= 1.2's empty REDIS_PASSWORD placeholder is the one entry the webhook may replace in place.
+    replaced = [i for i, e in enumerate(seen_env)
+                if e["name"] == "REDIS_PASSWORD" and not e.get("value") and "valueFrom" not in e
+                and "REDIS_PASSWORD" in env_names
+                and stored_env[i] != e]
+    head_part = [
+        {**e, "value": without_flags(e["value"])} if e["name"] == GEN_CMD and flags
+        else seen_env[i] if i in replaced else e
+        for i, e in enumerate(stored_env[: len(seen_env)])
+    ]
+    assert head_part == seen_env, f"{what}: an env entry KubeRay wrote was changed or moved"
+    appended = [e["name"] for e in stored_env[len(seen_env):]]
+    assert appended + [seen_env[i]["name"] for i in replaced] == env_names, f"{what}: env added but not listed"
+
+    stored_args = list(stored["spec"]["containers"][0].get("args") or [])
+    if flags:
+        stored_args[0] = without_flags(stored_args[0])
+    assert stored_args == (seen["spec"]["containers"][0].get("args") or []), f"{what}: args changed"
+    assert _pod_rest(stored) == _pod_rest(seen), f"{what}: something else than env/args/annotations changed"
+
+
+def assert_no_duplicate_env(pod: dict[str, Any]) -> None:
+    for container in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+        names = [e["name"] for e in container.get("env", [])]
+        assert len(names) == len(set(names)), f"{container['name']}: duplicated env names in {names}"
+
+
+def summary_line(version: str, form: str, role: str, pod: dict[str, Any], uid: str) -> str:
+    """`KubeRay [...] | webhook [...]`: the pod's FT settings by author, the cluster's uid shortened to <uid>."""
+    kuberay, webhook = split_by_author(pod)
+
+    def short(items: dict[str, str]) -> str:
+        parts = [v if k.startswith("ray start") else f"{k.split(' ', 1)[1]}={v}"
+                 for k, v in items.items() if not k.endswith(INJECTED)]
+        return ", ".join(parts).replace(uid, "<uid>") or "-"
+
+    return f"{version} {form} {role}: KubeRay [{short(kuberay)}] | webhook [{short(webhook)}]"
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_kuberay_pods_carry_a_complete_ft_configuration(
+    kuberay: Stack, form: str, kr_webhook: Webhook, kr_observer: Observer, kr_report: TierReport
+) -> None:
+    spec = FORMS[form]
+    if spec.needs_options and not supports_options(kuberay.version):
+        pytest.skip(f"gcsFaultToleranceOptions needs KubeRay >= 1.3; {kuberay.version}'s CRD prunes it")
+    api, namespace = kuberay.api, kuberay.namespace
+    before = admissions(kr_webhook)
+
+    rc = kuberay.apply_cluster(form, raycluster_for(kuberay, form))
+    name, uid = rc["metadata"]["name"], rc["metadata"]["uid"]
+    # With FT on, KubeRay's first reconcile only adds its Redis cleanup finalizer; the pods follow.
+    wait_for(f"KubeRay to add {FT_FINALIZER}",
+             lambda: FT_FINALIZER in (get_raycluster(api, namespace, name)["metadata"].get("finalizers") or []))
+    pods = wait_for_ray_pods(api, namespace, name)
+    head, worker = pods["head"], pods["worker"]
+
+    for role, stored in pods.items():
+        seen = kr_observer.seen(namespace, stored)
+        assert seen is not None, f"the observer did not record the {role} pod"
+        assert_only_injected_added(seen, stored)
+        assert_no_duplicate_env(stored)
+        kr_report.lines.append(summary_line(kuberay.version, form, role, stored, uid))
+
+    head_env, head_annotations = env_map(head), pod_annotations(head)
+    assert head_annotations["ray.io/ft-enabled"] == "true"
+    assert head_annotations["ray.io/external-storage-namespace"] == uid
+    assert head_env["RAY_external_storage_namespace"] == {"value": uid}
+    assert head_env["RAY_REDIS_ADDRESS"] == {"value": spec.redis_address}
+    assert env_map(worker)["RAY_gcs_rpc_server_reconnect_timeout_s"] == {"value": "600"}
+
+    if form == "sample":
+        # KubeRay (with the sample's own settings) configured everything: the webhook's patch must be empty.
+        assert INJECTED not in head_annotations and INJECTED not in pod_annotations(worker)
+    after = admissions(kr_webhook)
+    for outcome in ("patched", "unchanged"):
+        expected = sum((INJECTED in pod_annotations(p)) == (outcome == "patched") for p in pods.values())
+        assert after[outcome] - before[outcome] >= expected, f"{outcome}: {before} -> {after}"
+
+    # KubeRay <= 1.2 puts an empty REDIS_PASSWORD on every Ray container when the template has none; on the
+    # head the webhook replaces that placeholder (README, behaviour table).
+    assert head_env["REDIS_PASSWORD"] == secret_env(spec.password_secret)
+    assert args0(head).count(FT_FLAGS["--redis-password"]) == 1
+    assert head_env[GEN_CMD]["value"].count(FT_FLAGS["--redis-password"]) == 1
+
+
+def test_redis_cleanup_pods_are_left_alone(kuberay: Stack, kr_webhook: Webhook, kr_report: TierReport) -> None:
+    """Deleting FT RayClusters makes KubeRay's Redis cleanup Jobs create real pods (Job controller); the
+    webhook's selectors keep them away, so each pod is exactly its Job's template."""
+    api, namespace = kuberay.api, kuberay.namespace
+    custom, core, batch = client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api)
+    if not kuberay.clusters:  # run alone: one FT cluster of our own
+        rc = kuberay.apply_cluster("sample", kuberay.sample_raycluster)
+        wait_for_ray_pods(api, namespace, rc["metadata"]["name"])
+    before = kr_webhook.metric("ray_ft_webhook_admissions_total")
+
+    for name in kuberay.clusters.values():
+        custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", name)
+    for form, name in kuberay.clusters.items():
+        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
+        # KubeRay deletes the Ray pods first and creates the Job once the head pod is gone.
+        (job,) = wait_for(f"the Redis cleanup Job of {name}",
+                          lambda s=selector: batch.list_namespaced_job(namespace, label_selector=s).items,
+                          timeout=90, interval=0.5)
+        (cleanup,) = wait_for(f"the Job controller to create the cleanup pod of {name}",
+                              lambda s=selector: core.list_namespaced_pod(namespace, label_selector=s).items,
+                              timeout=60, interval=0.5)
+        pod_json = api.sanitize_for_serialization(cleanup)
+        template = api.sanitize_for_serialization(job.spec.template)
+        assert INJECTED not in pod_annotations(pod_json)
+        assert not [k for k in pod_annotations(pod_json) if k.startswith("ray-ft-webhook.io/")]
+        assert pod_annotations(pod_json) == (template["metadata"].get("annotations") or {})
+        assert pod_json["spec"]["containers"] == template["spec"]["containers"]  # env and args as the Job's
+        env = env_map(pod_json)
+        found = [f"{n}={describe_env({'name': n, **env[n]})}" for n in ("RAY_REDIS_ADDRESS", "REDIS_PASSWORD")
+                 if n in env]
+        kr_report.lines.append(f"{kuberay.version} {form} redis-cleanup pod: {', '.join(found) or 'no Redis settings'}")
+    assert kr_webhook.metric("ray_ft_webhook_admissions_total") == before, "the selectors should keep them away"
