@@ -28,7 +28,7 @@ run: venv certs/tls.crt
 		--rayclusters-from examples/rayclusters
 
 lint: venv
-	$(PY) -m ruff check webhook tests
+	$(PY) -m ruff check webhook tests bench
 
 ## test-deps: what the real-Ray and image tiers need (Debian packages as root, Ray into the venv); the
 ## e2e and KubeRay tiers build their binaries themselves. Outside CI a failure here only means skipped tiers.
@@ -42,6 +42,13 @@ test: venv lint test-deps
 
 clean:
 	rm -rf $(VENV) certs/*.crt certs/*.key certs/*.b64 .pytest_cache .ruff_cache .hypothesis
+
+## bench: ray-ft-webhook vs a bare uvicorn ceiling, kopf and controller-runtime, one core each (docs/benchmarks.md)
+.PHONY: bench
+bench: venv
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	bash bench/build.sh >/dev/null
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 .PHONY: demo
 ## demo: the real KubeRay operator creates Ray pods on a local control plane, the webhook configures them (Ctrl-C stops)

@@ -12,8 +12,9 @@ import ipaddress
 import os
 import sys
 from collections.abc import Callable, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -26,7 +27,12 @@ from webhook.settings import (
     parse_positive_int,
 )
 
+if TYPE_CHECKING:
+    from webhook.server import ServeOptions
+
 ENV_PREFIX = "RAY_FT_WEBHOOK_"
+# More workers than this on one pod buys nothing but memory (each holds its own RayCluster cache).
+MAX_WORKERS = 32
 
 
 def _env_name(flag: str) -> str:
@@ -132,6 +138,13 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
+def _workers(text: str) -> int:
+    count = parse_positive_int(text)
+    if count > MAX_WORKERS:
+        raise ValueError(f"{text!r} is more than {MAX_WORKERS} workers")
+    return count
+
+
 def _namespaces(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -158,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--on-lookup-failure", "when the RayCluster cannot be read: deny the pod or allow it untouched",
          LookupFailure, default=LookupFailure.DENY, choices=list(LookupFailure), metavar="{deny,allow}")
     _add(serve, "--log-level", "debug, info, warning or error", _log_level, default="info")
+    _add(serve, "--workers", "worker processes sharing the port, each with its own RayCluster cache (use one "
+         "per core; /metrics then shows the worker that answers the scrape)", _workers, default=1)
     managed = serve.add_argument_group(
         "self-managed certificates (all of --cert-secret, --webhook-config and --service turn it on)")
     _add(managed, "--cert-secret", "Secret holding the CA and serving certificate; the Lease holder creates and "
@@ -234,18 +249,57 @@ def _cert_target(args: argparse.Namespace, command: str) -> CertTarget | None:
                       service=args.service, ips=args.cert_ips or ())
 
 
+def _serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> ServeOptions:
+    from webhook import server
+
+    return server.ServeOptions(
+        host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
+        lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
+        cert_target=cert_target, cert_sync_interval_s=args.cert_sync_interval_s, workers=args.workers,
+    )
+
+
+def _env_value(value: Any) -> str | None:
+    """A resolved flag value written back as the text its converter parses (None: leave the flag unset)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def worker_environment(args: argparse.Namespace) -> dict[str, str | None]:
+    """RAY_FT_WEBHOOK_* for every resolved `serve` flag, so `--workers` processes see what the parent saw
+    (flags given on the command line included). None means: unset it."""
+    skip = {"command", "certs_command"}
+    return {ENV_PREFIX + dest.upper(): _env_value(value) for dest, value in vars(args).items() if dest not in skip}
+
+
+def options_from_env() -> tuple[ServeOptions, Settings]:
+    """In a `--workers` process: the options and settings the parent put into RAY_FT_WEBHOOK_*.
+    Without certificate management: the parent alone syncs certificates."""
+    parser = build_parser()
+    args = parser.parse_args(["serve"])
+    _resolve_env(parser, args)
+    return _serve_options(args, cert_target=None), _settings(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from webhook import logs, server
     from webhook.files import InputError
     from webhook.tls import TLSError
 
     logs.configure(args.log_level)
-    opts = server.ServeOptions(
-        host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
-        lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
-        cert_target=_cert_target(args, "serve"), cert_sync_interval_s=args.cert_sync_interval_s,
-    )
+    opts = _serve_options(args, _cert_target(args, "serve"))
+    if opts.workers > 1:
+        for name, value in worker_environment(args).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         server.run(opts, _settings(args))
     except (InputError, TLSError) as exc:

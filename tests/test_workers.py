@@ -1,0 +1,129 @@
+"""`serve --workers 2`: the real command over real TLS, with settings from flags and the environment reaching
+every worker, answers on many connections, and a clean stop of the parent and its workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonpatch
+import pytest
+import yaml
+
+from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from tests.servers import WebhookProcess, start_webhook
+from webhook import cli
+from webhook.settings import LookupFailure, SecretRef
+
+FT_CLUSTER = raycluster(name="ft-defaults", uid="1111-ft", annotations={"ray.io/ft-enabled": "true"})
+
+
+def review(obj: dict, uid: str) -> dict:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "namespace": "default", "object": obj}}
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def is_worker(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    folder = tmp_path_factory.mktemp("rayclusters")
+    (folder / "quickstart.yaml").write_text(yaml.safe_dump(quickstart_raycluster()))
+    (folder / "ft.json").write_text(json.dumps(FT_CLUSTER))
+    # One setting as a flag, one from the environment: both must reach the workers.
+    hook = start_webhook(tmp_path_factory.mktemp("tls"),
+                         ["--rayclusters-from", str(folder), "--workers", "2", "--default-redis-address", "r:6379"],
+                         env={"RAY_FT_WEBHOOK_DEFAULT_REDIS_PASSWORD_SECRET": "admin-secret/pw"})
+    yield hook
+    hook.stop()
+
+
+def test_two_workers_serve_over_tls(server: WebhookProcess) -> None:
+    workers = [pid for pid in children(server.proc.pid) if is_worker(pid)]
+    assert len(workers) == 2, server.logs()
+    p = pod(quickstart_raycluster(), "head")
+    # A new connection each time: the kernel spreads them over the workers sharing the socket.
+    for i in range(20):
+        with server.client() as client:
+            r = client.post("/mutate", json=review(p, f"uid-{i}"))
+        assert r.status_code == 200
+        resp = r.json()["response"]
+        assert resp["uid"] == f"uid-{i}" and resp["allowed"] is True
+        patched = jsonpatch.apply_patch(p, json.loads(base64.b64decode(resp["patch"])))
+        env = {e["name"]: e.get("value") for e in patched["spec"]["containers"][0]["env"]}
+        assert env["RAY_external_storage_namespace"] == QUICKSTART_UID
+
+
+def test_settings_reach_the_workers(server: WebhookProcess) -> None:
+    for i in range(6):
+        with server.client() as client:
+            resp = client.post("/mutate", json=review(pod(FT_CLUSTER, "head"), f"d-{i}")).json()["response"]
+        added = {op["value"]["name"]: op["value"] for op in json.loads(base64.b64decode(resp["patch"]))
+                 if op["path"] == "/spec/containers/0/env/-"}
+        assert added["RAY_REDIS_ADDRESS"]["value"] == "r:6379"
+        assert added["REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "admin-secret", "key": "pw"}}
+
+
+def test_health_and_metrics_per_worker(server: WebhookProcess) -> None:
+    with server.client() as client:
+        assert client.get("/readyz").text == "ok\n"
+        assert "ray_ft_webhook_certificate_expiry_timestamp_seconds" in client.get("/metrics").text
+
+
+def test_sigterm_stops_parent_and_workers(tmp_path: Path) -> None:
+    folder = tmp_path / "rc"
+    folder.mkdir()
+    (folder / "quickstart.yaml").write_text(yaml.safe_dump(quickstart_raycluster()))
+    hook = start_webhook(tmp_path / "tls", ["--rayclusters-from", str(folder), "--workers", "2"])
+    workers = [pid for pid in children(hook.proc.pid) if is_worker(pid)]
+    assert len(workers) == 2
+    assert hook.stop() == 0, hook.logs()
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and is_worker(pid)]
+
+
+def test_bad_folder_fails_before_forking(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not a folder"):
+        start_webhook(tmp_path / "tls", ["--rayclusters-from", str(tmp_path / "missing"), "--workers", "2"],
+                      ready_timeout=20)
+
+
+def test_worker_environment_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What the parent writes is read back by a worker as the same options and settings."""
+    for name in [n for n in list(os.environ) if n.startswith(cli.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "--tls-cert", str(tmp_path / "c"), "--namespaces", "a,b", "--workers", "3",
+                              "--lookup-timeout-s", "1.5", "--on-lookup-failure", "allow",
+                              "--default-redis-password-secret", "s/k", "--head-reconnect-timeout-s", "90"])
+    cli._resolve_env(parser, args)
+    expected = (cli._serve_options(args, None), cli._settings(args))
+    for name, value in cli.worker_environment(args).items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    opts, settings = cli.options_from_env()
+    assert (opts, settings) == expected
+    assert opts.namespaces == ("a", "b") and opts.workers == 3 and opts.lookup_timeout_s == 1.5
+    assert settings.on_lookup_failure is LookupFailure.ALLOW
+    assert settings.default_redis_password_secret == SecretRef("s", "k")
+    assert settings.head_reconnect_timeout_s == 90
