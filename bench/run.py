@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import ssl
 import subprocess
 import sys
@@ -48,7 +47,7 @@ import jsonpatch  # noqa: E402
 import orjson  # noqa: E402
 import workload  # noqa: E402
 
-from tests.servers import free_port, make_certs  # noqa: E402
+from tests.servers import free_port, make_certs, stop_process  # noqa: E402
 
 PY = sys.executable
 SERVER_CPU, CLIENT_CPU = "0", "1"
@@ -158,14 +157,8 @@ class Server:
         return process_tree(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """Stop a process started in its own session: SIGTERM, then SIGKILL to its group after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
 def make_certs(folder: Path, ips: Sequence[str] = ("127.0.0.1",)) -> Path:
     """CA and serving certificate for 127.0.0.1 in `folder`; returns the CA path."""
     ca = certs.generate_ca()
@@ -52,14 +64,7 @@ class WebhookProcess:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def start_webhook(workdir: Path, args: Sequence[str], env: dict[str, str] | None = None,

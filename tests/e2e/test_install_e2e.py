@@ -8,7 +8,6 @@ import base64
 import copy
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.conftest import MANIFESTS, WEBHOOK_NAMESPACE, manifest, wait_for
 from tests.e2e.controlplane import WEBHOOK_USER, ControlPlane
 from tests.kuberay_objects import pod, quickstart_raycluster
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 from tests.tools import kubectl
 from webhook import rotation
 from webhook.certsync import CertSync, CertTarget
@@ -100,14 +99,7 @@ class Replica:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @pytest.fixture()

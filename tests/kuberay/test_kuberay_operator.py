@@ -30,7 +30,6 @@ from tests.kuberay.harness import (
     injected,
     pod_annotations,
     split_by_author,
-    supports_options,
     wait_for_ray_pods,
     without_redis_settings,
 )
@@ -170,8 +169,6 @@ def test_kuberay_pods_carry_a_complete_ft_configuration(
     kuberay: Stack, form: str, kr_webhook: Webhook, kr_observer: Observer, kr_report: TierReport
 ) -> None:
     spec = FORMS[form]
-    if spec.needs_options and not supports_options(kuberay.version):
-        pytest.skip(f"gcsFaultToleranceOptions needs KubeRay >= 1.3; {kuberay.version}'s CRD prunes it")
     api, namespace = kuberay.api, kuberay.namespace
     before = admissions(kr_webhook)
 
