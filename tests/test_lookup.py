@@ -15,6 +15,7 @@ from tests.kuberay_objects import quickstart_raycluster, raycluster
 from webhook.files import InputError
 from webhook.lookup import LookupFailed, StaticLookup, WatchCache
 from webhook.pod import Owner
+from webhook.raycluster import parse_raycluster
 
 
 def test_watch_events_update_the_cache() -> None:
@@ -35,7 +36,7 @@ def test_relist_replaces_only_its_scope() -> None:
     cache = WatchCache(ApiClient(), namespaces=("x", "y"))
     cache.apply("ADDED", raycluster(name="a", namespace="x"))
     cache.apply("ADDED", raycluster(name="b", namespace="y"))
-    cache._replace_scope("x", [raycluster(name="c", namespace="x")])
+    cache._replace_scope("x", {("x", "c"): parse_raycluster(raycluster(name="c", namespace="x"))})
     assert cache.cached(Owner("x", "a", None)) is None
     assert cache.cached(Owner("x", "c", None)) is not None
     assert cache.cached(Owner("y", "b", None)) is not None
@@ -71,3 +72,27 @@ def test_static_lookup_bad_folder(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("{")
     with pytest.raises(InputError, match=r"bad\.yaml: not valid YAML"):
         StaticLookup.from_folder(tmp_path)
+
+
+class PagedApi:
+    """Answers a list in pages of two, as the apiserver does with `limit`/`continue`."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items, self.calls = items, []
+
+    def list_cluster_custom_object(self, *args: object, limit: int, _continue: str | None = None,
+                                   **kwargs: object) -> dict:
+        start = int(_continue or 0)
+        self.calls.append(start)
+        end = start + 2
+        more = end < len(self.items)
+        return {"items": self.items[start:end],
+                "metadata": {"resourceVersion": "42", **({"continue": str(end)} if more else {})}}
+
+
+def test_list_is_read_in_pages() -> None:
+    cache = WatchCache(ApiClient())
+    api = PagedApi([raycluster(name=f"c{i}", uid=f"u{i}") for i in range(5)])
+    cache._api = api  # the only I/O seam: the list call
+    assert cache._list(None) == "42"
+    assert api.calls == [0, 2, 4] and len(cache) == 5 and cache.ready()
