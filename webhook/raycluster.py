@@ -17,7 +17,7 @@ from webhook.settings import SecretRef, parse_positive_int
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credential:
     """A `redisPassword`/`redisUsername` of gcsFaultToleranceOptions: a literal value or a `valueFrom`, as given."""
 
@@ -29,7 +29,7 @@ class Credential:
         return self.value_from is None and self.value != ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FTOptions:
     """`spec.gcsFaultToleranceOptions` (KubeRay >= 1.3)."""
 
@@ -40,7 +40,7 @@ class FTOptions:
     backend: str = "redis"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OurAnnotations:
     """The `ray-ft-webhook.io/*` annotations of a RayCluster, parsed; None where absent."""
 
@@ -53,7 +53,7 @@ class OurAnnotations:
     unknown_keys: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeadEnv:
     """What the head template's Ray container sets itself, as far as the FT checks need it."""
 
@@ -62,7 +62,7 @@ class HeadEnv:
     values: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClusterFacts:
     """Everything the plan reads from a RayCluster."""
 
