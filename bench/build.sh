@@ -35,16 +35,12 @@ mkdir -p "$out"
 exec 9>"$out/.lock"
 command -v flock >/dev/null && flock 9
 
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=SCRIPTDIR/../hack/lib/gobuild.sh
+source "$here/../hack/lib/gobuild.sh"
 for name in $(missing); do
-  tmp="$out/.$name.tmp.$$"
   log "building $name with $(go env GOVERSION) ..."
   start=$SECONDS
-  if ! (cd "$here/$name" && go build -trimpath -ldflags "-s -w" -o "$tmp" .); then
-    rm -f "$tmp"
-    die "building $name failed (see above)"
-  fi
-  mv -f "$tmp" "$out/$name"
+  gobuild "$out/$name" "$here/$name" . || die "building $name failed (see above)"
   log "built $name in $((SECONDS - start)) s"
 done
 echo "$out"

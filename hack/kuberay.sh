@@ -66,10 +66,8 @@ for version in "${versions[@]}"; do
   [[ $required == "$version" ]] || die "$gomod requires $module ${required:-(nothing)}, not $version"
 done
 
-export GOTOOLCHAIN=local CGO_ENABLED=0
-# readonly: a stale go.sum fails loudly instead of being rewritten; buildvcs=false: the work tree's git state
-# has nothing to do with these binaries.
-export GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=SCRIPTDIR/lib/gobuild.sh
+source "$here/lib/gobuild.sh"
 
 if [[ $mode == source ]]; then
   command -v go >/dev/null || die "go is not on PATH (needed to download ${module})"
@@ -98,34 +96,7 @@ fi
 
 command -v go >/dev/null || die "go is not on PATH (a Go toolchain able to build ${module} is needed)"
 
-# go build runs in the background, in its own process group where setsid(1) exists, so that a signal is
-# handled at once: the whole group is terminated, then the temporary binary and go's work folder are deleted.
-tmp_files=()
-tmp_dirs=()
-build_pid=""
-cleanup() {
-  [[ ${#tmp_files[@]} -eq 0 ]] || rm -f "${tmp_files[@]}"
-  [[ ${#tmp_dirs[@]} -eq 0 ]] || rm -rf "${tmp_dirs[@]}"
-}
-on_signal() {
-  if [[ -n $build_pid ]]; then
-    kill -TERM -- "-$build_pid" 2>/dev/null || kill -TERM "$build_pid" 2>/dev/null || true
-    wait "$build_pid" 2>/dev/null || true
-  fi
-  log "interrupted"
-  exit "$1"
-}
-trap cleanup EXIT
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-
-new_group=()
-if command -v setsid >/dev/null; then
-  new_group=(setsid)
-fi
-cpus=$(nproc 2>/dev/null || echo 2)
-jobs=${RAY_FT_WEBHOOK_BUILD_JOBS:-$((cpus < 4 ? cpus : 4))}
-log "Go $(go env GOVERSION), go build -p ${jobs}"
+log "Go $(go env GOVERSION), go build -p ${GOBUILD_JOBS}"
 
 for version in "${missing[@]}"; do
   out=$(out_dir "$version")
@@ -139,22 +110,10 @@ for version in "${missing[@]}"; do
       continue
     fi
   fi
-  gotmp="$out/.gotmp.$$"
-  tmp="$out/.ray-operator.tmp.$$"
-  tmp_dirs+=("$gotmp")
-  tmp_files+=("$tmp")
-  mkdir -p "$gotmp"
   log "building ray-operator ${version} into ${out} (a cold build takes a few minutes) ..."
   start=$SECONDS
-  (cd "$wrappers/$version" && GOTMPDIR="$gotmp" exec "${new_group[@]}" go build -p "$jobs" -trimpath \
-    -ldflags "-s -w -X main._commitId_=${version}" -o "$tmp" "$module") &
-  build_pid=$!
-  if ! wait "$build_pid"; then
-    die "building ray-operator ${version} failed (Go $(go env GOVERSION); see the messages above)"
-  fi
-  build_pid=""
-  mv -f "$tmp" "$out/ray-operator"
-  rm -rf "$gotmp"
+  gobuild "$out/ray-operator" "$wrappers/$version" "$module" "-s -w -X main._commitId_=${version}" \
+    || die "building ray-operator ${version} failed (Go $(go env GOVERSION); see the messages above)"
   exec 9>&-
   log "built ray-operator ${version} in $((SECONDS - start)) s"
 done

@@ -86,39 +86,8 @@ if command -v flock >/dev/null; then
   fi
 fi
 
-# go build runs in the background, in its own process group where setsid(1) exists, so that a signal is
-# handled at once: the whole group (go and its compile/link children) is terminated, then the temporary
-# binary and go's work folder (GOTMPDIR) are deleted. A plain `go build` has no signal handler of its own.
-gotmp="$out/.gotmp.$$"
-tmp_files=()
-build_pid=""
-cleanup() {
-  [[ ${#tmp_files[@]} -eq 0 ]] || rm -f "${tmp_files[@]}"
-  rm -rf "$gotmp"
-}
-on_signal() {
-  if [[ -n $build_pid ]]; then
-    kill -TERM -- "-$build_pid" 2>/dev/null || kill -TERM "$build_pid" 2>/dev/null || true
-    wait "$build_pid" 2>/dev/null || true
-  fi
-  log "interrupted"
-  exit "$1"
-}
-trap cleanup EXIT
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-
-export GOTOOLCHAIN=local CGO_ENABLED=0
-# readonly: a stale go.sum fails loudly instead of being rewritten; buildvcs=false: the work tree's git state
-# has nothing to do with these binaries.
-export GOFLAGS="-mod=readonly -buildvcs=false" GOTMPDIR="$gotmp"
-mkdir -p "$gotmp"
-new_group=()
-if command -v setsid >/dev/null; then
-  new_group=(setsid)
-fi
-cpus=$(nproc 2>/dev/null || echo 2)
-jobs=${RAY_FT_WEBHOOK_BUILD_JOBS:-$((cpus < 4 ? cpus : 4))}
+# shellcheck source=SCRIPTDIR/lib/gobuild.sh
+source "$here/lib/gobuild.sh"
 
 kube_ldflags="-s -w"
 kube_ldflags+=" -X k8s.io/component-base/version.gitVersion=${k8s_version}"
@@ -126,7 +95,7 @@ kube_ldflags+=" -X k8s.io/component-base/version.gitMajor=${k8s_major}"
 kube_ldflags+=" -X k8s.io/component-base/version.gitMinor=${k8s_minor}"
 kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 
-log "Go $(go env GOVERSION), go build -p ${jobs}, output ${out}"
+log "Go $(go env GOVERSION), go build -p ${GOBUILD_JOBS}, output ${out}"
 for name in $(missing); do
   case $name in
     kube-apiserver | kube-controller-manager | kubectl)
@@ -135,17 +104,10 @@ for name in $(missing); do
     etcd)
       module_dir="$wrappers/etcd" package="." ldflags="-s -w" version=$etcd_version ;;
   esac
-  tmp="$out/.$name.tmp.$$"
-  tmp_files+=("$tmp")
   log "building $name $version (a cold build takes several minutes) ..."
   start=$SECONDS
-  (cd "$module_dir" && exec "${new_group[@]}" go build -p "$jobs" -trimpath -ldflags "$ldflags" -o "$tmp" "$package") &
-  build_pid=$!
-  if ! wait "$build_pid"; then
-    die "building $name failed (Go $(go env GOVERSION); see the messages above)"
-  fi
-  build_pid=""
-  mv -f "$tmp" "$out/$name"
+  gobuild "$out/$name" "$module_dir" "$package" "$ldflags" \
+    || die "building $name failed (Go $(go env GOVERSION); see the messages above)"
   log "built $name in $((SECONDS - start)) s"
 done
 
