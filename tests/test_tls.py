@@ -3,6 +3,7 @@ torn or mismatched pair never published (the old one keeps serving)."""
 
 from __future__ import annotations
 
+import datetime
 import socket
 import ssl
 import threading
@@ -94,3 +95,15 @@ def test_unreadable_pair_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "tls.key").write_text("garbage")
     with pytest.raises(TLSError, match="cannot load TLS certificate"):
         ReloadingTLS(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+
+def test_expired_certificate_is_not_valid(tmp_path: Path) -> None:
+    """Readiness reports an expired serving certificate (ssl loads it without complaint)."""
+    ca = certs.generate_ca()
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+    leaf = certs.generate_leaf(ca, ["old"], [], days=1, now=long_ago)
+    (tmp_path / "tls.crt").write_bytes(leaf.cert_pem)
+    (tmp_path / "tls.key").write_bytes(leaf.key_pem)
+    assert ReloadingTLS(tmp_path / "tls.crt", tmp_path / "tls.key").valid() is False
+    write_pair(tmp_path, ca, "fresh")
+    assert ReloadingTLS(tmp_path / "tls.crt", tmp_path / "tls.key").valid() is True

@@ -43,7 +43,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Health:
     """Readiness inputs: each callable answers "is this part ready?"."""
 
-    certificate_loaded: Callable[[], bool]
+    certificate_valid: Callable[[], bool]
     cache_synced: Callable[[], bool]
 
 
@@ -200,7 +200,7 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        checks = {"certificate": health.certificate_loaded(), "rayclusters": health.cache_synced()}
+        checks = {"certificate": health.certificate_valid(), "rayclusters": health.cache_synced()}
         failing = [name for name, ok in checks.items() if not ok]
         if failing:
             return Response(f"not ready: {', '.join(failing)}\n".encode(), status_code=503, media_type="text/plain")

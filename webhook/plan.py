@@ -8,7 +8,7 @@ gives one: `spec.gcsFaultToleranceOptions`, then the RayCluster's annotations, t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webhook import annotations as ann
@@ -98,7 +98,7 @@ class _Values:
     redis_password: EnvVar | None
     head_timeout_s: int | None
     worker_timeout_s: int
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
 
 # KubeRay >= 1.3's validation of the RayCluster; KubeRay refuses to create pods for these.

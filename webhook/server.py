@@ -119,7 +119,7 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
                        on_load=metrics.cert_expiry.set)
     lookup = build_lookup(opts, metrics, api)
-    app = create_app(lookup, settings, Health(certificate_loaded=lambda: True, cache_synced=lookup.ready), metrics)
+    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics)
     config = uvicorn.Config(app, ssl_context_factory=lambda _config, _default: tls.context, **_uvicorn_options(opts))
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -187,7 +187,7 @@ def worker_app() -> Any:
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None else None
     lookup = build_lookup(opts, metrics, api)
     log.info("worker serving", extra={"pid": os.getpid()})
-    app = create_app(lookup, settings, Health(certificate_loaded=lambda: "tls" in _worker,
+    app = create_app(lookup, settings, Health(certificate_valid=lambda: "tls" in _worker and _worker["tls"].valid(),
                                               cache_synced=lookup.ready), metrics)
     _freeze_startup_heap()
     return app

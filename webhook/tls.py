@@ -60,6 +60,10 @@ class ReloadingTLS:
         self.context.sni_callback = self._on_hello
         self._on_load(self.expiry)
 
+    def valid(self) -> bool:
+        """True while the certificate being served has not expired (readiness: an expired one fails every call)."""
+        return time.time() < self.expiry
+
     def maybe_reload(self) -> bool:
         """Load the files again if their content changed; True when a new pair was published."""
         with self._lock:

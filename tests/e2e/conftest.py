@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,24 +170,42 @@ def namespace(admin: client.ApiClient, webhook: Webhook) -> str:
     return name
 
 
+def wait_until_called(api: client.ApiClient, also_called: Callable[[], int] | None = None,
+                      timeout: float = 60) -> None:
+    """A new MutatingWebhookConfiguration takes a moment: dry-run a Ray pod until ours mutates it (and, when
+    given, the counter `also_called` of another webhook grows). The warm-up RayCluster is deleted again, so
+    an operator started later never acts on it."""
+    from tests.kuberay_objects import pod, raycluster
+
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    namespace = "ray-ft-webhook-warmup"
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    rc = raycluster(name="warmup", namespace=namespace, annotations={"ray.io/ft-enabled": "true"})
+    del rc["metadata"]["uid"]
+    stored = custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", rc)
+    try:
+        rc["metadata"]["uid"] = stored["metadata"]["uid"]
+        body = pod(rc, "worker")
+
+        def called() -> bool:
+            before = also_called() if also_called is not None else 0
+            out = core.create_namespaced_pod(namespace, body, dry_run="All")
+            mutated = "ray-ft-webhook.io/injected" in (out.metadata.annotations or {})
+            return mutated and (also_called is None or also_called() > before)
+
+        wait_for("the webhook to be called by the apiserver", called, timeout=timeout)
+    finally:
+        custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", "warmup")
+
+
 @pytest.fixture(scope="session")
 def active(admin: client.ApiClient, webhook: Webhook) -> None:
     """Wait until the apiserver actually calls the new webhook (registration takes a moment)."""
-    from tests.kuberay_objects import pod, raycluster
-
-    core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="e2e-warmup")))
-    rc = raycluster(name="warmup", namespace="e2e-warmup", annotations={"ray.io/ft-enabled": "true"})
-    del rc["metadata"]["uid"]
-    stored = custom.create_namespaced_custom_object("ray.io", "v1", "e2e-warmup", "rayclusters", rc)
-    rc["metadata"]["uid"] = stored["metadata"]["uid"]
-    p = pod(rc, "worker")
-
-    def mutated() -> bool:
-        out = core.create_namespaced_pod("e2e-warmup", p, dry_run="All")
-        return "ray-ft-webhook.io/injected" in (out.metadata.annotations or {})
-
-    wait_for("the webhook to be called by the apiserver", mutated, timeout=60)
+    wait_until_called(admin)
 
 
 @pytest.fixture(autouse=True)

@@ -35,8 +35,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests import kuberay_objects
 from tests.e2e.conftest import WEBHOOK_NAMESPACE, manifest, wait_for, webhook_configuration
+from tests.e2e.conftest import wait_until_called as e2e_wait_until_called
 from tests.e2e.controlplane import WEBHOOK_USER, ControlPlane, free_ports
 from tests.servers import make_certs
 
@@ -240,29 +240,8 @@ def install_webhook_identity(cp: ControlPlane, api: client.ApiClient, dyn: Dynam
 
 
 def wait_until_called(api: client.ApiClient, observer: Observer | None = None, timeout: float = 60) -> None:
-    """A new MutatingWebhookConfiguration takes a moment: dry-run a Ray pod until ours (and the observer) act.
-
-    The RayCluster this needs is deleted again at once, so an operator started later never acts on it.
-    """
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    namespace = "ray-ft-webhook-warmup"
-    ensure_namespace(api, namespace)
-    rc = kuberay_objects.raycluster(name="warmup", namespace=namespace, annotations={"ray.io/ft-enabled": "true"})
-    del rc["metadata"]["uid"]
-    stored = cast(dict[str, Any], custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", rc))
-    try:
-        rc["metadata"]["uid"] = stored["metadata"]["uid"]
-        body = kuberay_objects.pod(rc, "worker")
-
-        def called() -> bool:
-            before = observer.dry_runs if observer is not None else 0
-            out = core.create_namespaced_pod(namespace, cast(Any, body), dry_run="All")  # dicts are sent as they are
-            mutated = out.metadata is not None and INJECTED in (out.metadata.annotations or {})
-            return mutated and (observer is None or observer.dry_runs > before)
-
-        wait_for("the webhook (and the observer) to be called by the apiserver", called, timeout=timeout)
-    finally:
-        custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", "warmup")
+    """Until the apiserver calls our webhook (and the observer, when given): tests.e2e's wait, observed."""
+    e2e_wait_until_called(api, (lambda: observer.dry_runs) if observer is not None else None, timeout)
 
 
 # -- the operator process --------------------------------------------------------------------------------------
