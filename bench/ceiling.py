@@ -1,7 +1,7 @@
 """The ceiling: a bare uvicorn app that answers every AdmissionReview "allowed" with no logic.
 
 Same transport as `ray-ft-webhook serve`: uvicorn (uvloop + httptools), the same TLS context
-(webhook.tls: TLS >= 1.2, the same ECDSA P-256 certificate), keep-alive 120 s, no access log, no proxy
+(webhook.certs.tls: TLS >= 1.2, the same ECDSA P-256 certificate), keep-alive 120 s, no access log, no proxy
 headers, the start-up heap frozen out of the garbage collector. It imports nothing else of ours (a smaller
 heap, as a bare app has). The body is parsed (orjson) only to echo the uid, which any answer must do; so
 the gap between this and our webhook is exactly our routing, decision, patch and metrics.
@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import uvicorn
 
-from webhook.tls import ReloadingTLS
+from webhook.certs.tls import ReloadingTLS
 
-# As webhook.server (not imported: it would bring the kubernetes client and FastAPI into this heap).
+# As webhook.cli.serve (not imported: it would bring the kubernetes client and FastAPI into this heap).
 KEEP_ALIVE_S, GRACEFUL_SHUTDOWN_S = 120, 10
 
 HEADERS = [(b"content-type", b"application/json")]

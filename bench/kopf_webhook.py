@@ -1,7 +1,7 @@
 """The kopf peer: `@kopf.on.mutate` doing ray-ft-webhook's injection, with kopf's own admission server.
 
-The decision is ours (webhook.pod.read_ray_pod, webhook.mutation.mutate on RayClusters parsed once by
-webhook.raycluster.parse_raycluster from the same folder); everything around it is kopf's: aiohttp server
+The decision is ours (webhook.core.pod.read_ray_pod, webhook.core.mutation.mutate on RayClusters parsed once by
+webhook.core.raycluster.parse_raycluster from the same folder); everything around it is kopf's: aiohttp server
 (kopf.WebhookServer with the same certificate; Python's default server context, TLS >= 1.2), its review
 parsing, handler execution, and its patch, which applies our ops to a deep copy of the pod and diffs it
 (kopf.Patch.as_json_patch). kopf cannot serve admissions without a Kubernetes API (it waits for its
@@ -21,10 +21,10 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from webhook.lookup import StaticLookup
-from webhook.mutation import mutate
-from webhook.pod import read_ray_pod
-from webhook.settings import SecretRef, Settings
+from webhook.admission.lookup import StaticLookup
+from webhook.core.mutation import mutate
+from webhook.core.pod import read_ray_pod
+from webhook.core.settings import SecretRef, Settings
 
 CERTS = Path(os.environ.get("BENCH_CERTS", "certs"))
 LOOKUP = StaticLookup.from_folder(Path(os.environ.get("BENCH_RAYCLUSTERS", "examples/rayclusters")))

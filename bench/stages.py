@@ -21,13 +21,13 @@ import ceiling  # noqa: E402
 import orjson  # noqa: E402
 import workload  # noqa: E402
 
-from webhook import review  # noqa: E402
-from webhook.app import Health, create_app  # noqa: E402
-from webhook.lookup import StaticLookup  # noqa: E402
-from webhook.metrics import Metrics  # noqa: E402
-from webhook.mutation import mutate  # noqa: E402
-from webhook.pod import read_ray_pod  # noqa: E402
-from webhook.settings import SecretRef, Settings  # noqa: E402
+from webhook.admission import review  # noqa: E402
+from webhook.admission.app import Health, create_app  # noqa: E402
+from webhook.admission.lookup import StaticLookup  # noqa: E402
+from webhook.admission.metrics import Metrics  # noqa: E402
+from webhook.core.mutation import mutate  # noqa: E402
+from webhook.core.pod import read_ray_pod  # noqa: E402
+from webhook.core.settings import SecretRef, Settings  # noqa: E402
 
 ROUNDS = 300
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from webhook import certs
+from webhook.certs import generate as certs
 
 
 def free_port() -> int:

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from tests.kuberay_objects import pod, quickstart_raycluster
-from webhook import review
-from webhook.app import Admission
-from webhook.lookup import LookupFailed
-from webhook.metrics import Metrics
-from webhook.pod import Owner
-from webhook.raycluster import ClusterFacts, parse_raycluster
-from webhook.settings import LookupFailure, Settings
+from webhook.admission import review
+from webhook.admission.handler import Admission
+from webhook.admission.lookup import LookupFailed
+from webhook.admission.metrics import Metrics
+from webhook.core.pod import Owner
+from webhook.core.raycluster import ClusterFacts, parse_raycluster
+from webhook.core.settings import LookupFailure, Settings
 
 
 class FakeLookup:
@@ -40,7 +40,7 @@ class FakeLookup:
 
 def request(obj: Any) -> review.AdmissionRequest:
     return review.AdmissionRequest(uid="u1", group="", kind="Pod", operation="CREATE", namespace="default",
-                                   name="", object=obj, dry_run=False)
+                                   object=obj)
 
 
 def answer(lookup: FakeLookup, settings: Settings | None = None, metrics: Metrics | None = None,
@@ -84,7 +84,7 @@ def test_lookup_failure_policy(policy: LookupFailure) -> None:
 def test_other_kinds_are_ignored() -> None:
     admission = Admission(FakeLookup([], warm=True), Settings(), Metrics())
     req = review.AdmissionRequest(uid="u", group="apps", kind="Deployment", operation="CREATE", namespace="d",
-                                  name="", object={}, dry_run=False)
+                                  object={})
     assert asyncio.run(admission.answer(req)) == ({"uid": "u", "allowed": True}, "ignored")
 
 
@@ -96,7 +96,7 @@ class BrokenLookup(FakeLookup):
 def test_internal_error_is_a_clear_denial_not_a_500() -> None:
     from fastapi.testclient import TestClient
 
-    from webhook.app import Health, create_app
+    from webhook.admission.app import Health, create_app
 
     app = create_app(BrokenLookup([], warm=True), Settings(), Health(lambda: True, lambda: True))
     body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

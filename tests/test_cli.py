@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
-from webhook.render import render
-from webhook.settings import SecretRef, Settings
+from webhook.cli.render import render
+from webhook.core.settings import SecretRef, Settings
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from tests.kuberay_objects import pod, quickstart_raycluster
-from webhook.files import load_one
-from webhook.render import render
-from webhook.settings import Settings
+from webhook.cli.render import render
+from webhook.common.manifests import load_one
+from webhook.core.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

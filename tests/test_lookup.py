@@ -12,10 +12,11 @@ import yaml
 from kubernetes.client import ApiClient
 
 from tests.kuberay_objects import quickstart_raycluster, raycluster
-from webhook.files import InputError
-from webhook.lookup import LookupFailed, StaticLookup, WatchCache
-from webhook.pod import Owner
-from webhook.raycluster import parse_raycluster
+from webhook.admission.lookup import LookupFailed, StaticLookup
+from webhook.admission.watch import WatchCache
+from webhook.common.errors import InputError
+from webhook.core.pod import Owner
+from webhook.core.raycluster import parse_raycluster
 
 
 def test_watch_events_update_the_cache() -> None:

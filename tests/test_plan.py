@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tests.kuberay_objects import QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
-from webhook.render import Rendered, render
-from webhook.settings import SecretRef, Settings
+from webhook.cli.render import Rendered, render
+from webhook.core.settings import SecretRef, Settings
 
 FT = {"ray.io/ft-enabled": "true"}
 SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.kuberay_objects import pod, raycluster
-from webhook.render import render
-from webhook.settings import SecretRef, Settings
+from webhook.cli.render import render
+from webhook.core.settings import SecretRef, Settings
 
 FT_ENV = ["RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME",
           "RAY_gcs_rpc_server_reconnect_timeout_s"]

@@ -6,7 +6,7 @@ import datetime
 
 from cryptography import x509
 
-from webhook.rotation import Policy, bundle, from_secret_data, next_material, to_secret_data
+from webhook.certs.rotation import Policy, bundle, from_secret_data, next_material, to_secret_data
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 DNS = ["svc", "svc.ns", "svc.ns.svc", "svc.ns.svc.cluster.local"]

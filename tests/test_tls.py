@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from webhook import certs
-from webhook.tls import ReloadingTLS, TLSError
+from webhook.certs import generate as certs
+from webhook.certs.tls import ReloadingTLS, TLSError
 
 
 def write_pair(folder: Path, ca: certs.KeyPair, name: str) -> certs.KeyPair:

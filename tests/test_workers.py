@@ -16,8 +16,8 @@ import yaml
 
 from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
 from tests.servers import WebhookProcess, start_webhook
-from webhook import cli
-from webhook.settings import LookupFailure, SecretRef
+from webhook.cli import options as cli
+from webhook.core.settings import LookupFailure, SecretRef
 
 FT_CLUSTER = raycluster(name="ft-defaults", uid="1111-ft", annotations={"ray.io/ft-enabled": "true"})
 
@@ -116,8 +116,8 @@ def test_worker_environment_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_pat
     args = parser.parse_args(["serve", "--tls-cert", str(tmp_path / "c"), "--namespaces", "a,b", "--workers", "3",
                               "--lookup-timeout-s", "1.5", "--on-lookup-failure", "allow",
                               "--default-redis-password-secret", "s/k", "--head-reconnect-timeout-s", "90"])
-    cli._resolve_env(parser, args)
-    expected = (cli._serve_options(args, None), cli._settings(args))
+    cli.resolve_env(parser, args)
+    expected = (cli.serve_options(args, None), cli.settings_from(args))
     for name, value in cli.worker_environment(args).items():
         if value is not None:
             monkeypatch.setenv(name, value)

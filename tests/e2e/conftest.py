@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.controlplane import RAYCLUSTER_CRD, WEBHOOK_USER, ControlPlane, ControlPlaneError
 from tests.servers import WebhookProcess, make_certs, start_webhook
 from tests.tools import in_ci
-from webhook import certs
+from webhook.certs import generate as certs
 
 pytestmark = pytest.mark.e2e
 

@@ -37,7 +37,7 @@ from typing import IO, Any, Self, cast
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from webhook.certs import KeyPair, generate_ca, generate_leaf
+from webhook.certs.generate import KeyPair, generate_ca, generate_leaf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTBIN_SCRIPT = REPO_ROOT / "hack" / "testbin.sh"

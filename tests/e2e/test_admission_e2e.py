@@ -19,9 +19,9 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.conftest import WEBHOOK_NAMESPACE, Webhook, wait_for
 from tests.kuberay_objects import pod, quickstart_raycluster, raycluster
 from tests.servers import make_certs
-from webhook import certs
-from webhook.render import render
-from webhook.settings import SecretRef, Settings
+from webhook.certs import generate as certs
+from webhook.cli.render import render
+from webhook.core.settings import SecretRef, Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("active")]
 

@@ -31,8 +31,8 @@ from tests.e2e.controlplane import ControlPlane
 from tests.kuberay_objects import pod, quickstart_raycluster
 from tests.servers import free_port, stop_process
 from tests.tools import kubectl
-from webhook import rotation
-from webhook.certsync import CertSync, CertTarget
+from webhook.certs import rotation
+from webhook.certs.sync import CertSync, CertTarget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("active")]
 

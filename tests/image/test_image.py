@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from tests.servers import free_port, make_certs
-from webhook.files import load_one
-from webhook.render import render
-from webhook.settings import Settings
+from webhook.cli.render import render
+from webhook.common.manifests import load_one
+from webhook.core.settings import Settings
 
 pytestmark = pytest.mark.image
 

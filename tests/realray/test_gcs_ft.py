@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from webhook.render import Rendered, render
-from webhook.settings import Settings
+from webhook.cli.render import Rendered, render
+from webhook.core.settings import Settings
 
 from . import fixtures as fx
 from .harness import Cluster, Container, DriverResult, Tier

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import annotations as ann
-from webhook.settings import SecretRef, parse_positive_int
+from webhook.core import annotations as ann
+from webhook.core.settings import SecretRef, parse_positive_int
 
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
 

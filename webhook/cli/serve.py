@@ -15,20 +15,20 @@ import os
 import signal
 import ssl
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from webhook import kube
-from webhook.app import Health, create_app
-from webhook.certsync import CertSync, CertTarget
-from webhook.files import InputError
-from webhook.lookup import RayClusterLookup, StaticLookup, WatchCache
-from webhook.metrics import Metrics
-from webhook.settings import Settings
-from webhook.tls import ReloadingTLS
+from webhook.admission.app import Health, create_app
+from webhook.admission.lookup import RayClusterLookup, StaticLookup
+from webhook.admission.metrics import Metrics
+from webhook.admission.watch import WatchCache
+from webhook.certs.sync import CertSync, CertTarget
+from webhook.certs.tls import ReloadingTLS
+from webhook.cli.options import ServeOptions, options_from_env
+from webhook.common import kube, logs
+from webhook.common.errors import InputError
+from webhook.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,6 @@ GRACEFUL_SHUTDOWN_S = 10
 TLS_CHECK_S = 10.0
 # How long a starting replica waits for the certificate leader to create the Secret.
 CERT_WAIT_S = 60
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str
-    port: int
-    tls_cert: Path
-    tls_key: Path
-    kubeconfig: Path | None = None
-    rayclusters_from: Path | None = None
-    namespaces: tuple[str, ...] = ()
-    lookup_timeout_s: float = 2.0
-    log_level: str = "info"
-    # Set when the webhook manages its own certificate (self-managed mode).
-    cert_target: CertTarget | None = None
-    cert_sync_interval_s: float = 30.0
-    workers: int = 1
 
 
 def start_cert_sync(opts: ServeOptions, target: CertTarget, api: Any) -> CertSync:
@@ -138,7 +121,7 @@ def run(opts: ServeOptions, settings: Settings) -> None:
 def run_workers(opts: ServeOptions, settings: Settings) -> None:
     """`--workers N`: check what a worker would fail on, then let uvicorn's supervisor run N workers.
 
-    The caller has put the settings into the RAY_FT_WEBHOOK_* variables (cli.worker_environment); the
+    The caller has put the settings into the RAY_FT_WEBHOOK_* variables (options.worker_environment); the
     workers inherit them. The supervisor stops the workers gracefully on SIGTERM/SIGINT and exits with 0.
     """
     api = kube.api_client(opts.kubeconfig) if opts.cert_target else None
@@ -149,7 +132,7 @@ def run_workers(opts: ServeOptions, settings: Settings) -> None:
     log.info("serving", extra={"host": opts.host, "port": opts.port, "workers": opts.workers,
                                "settings": _describe(settings)})
     try:
-        uvicorn.run("webhook.server:worker_app", factory=True, workers=opts.workers,
+        uvicorn.run("webhook.cli.serve:worker_app", factory=True, workers=opts.workers,
                     ssl_context_factory=worker_ssl_context, **_uvicorn_options(opts))
     finally:
         if sync is not None:
@@ -164,9 +147,7 @@ _worker: dict[str, Any] = {}
 def _worker_setup() -> tuple[ServeOptions, Settings, Metrics]:
     """This worker's options, settings and metrics, read from the environment once per process."""
     if not _worker:
-        from webhook import cli, logs
-
-        opts, settings = cli.options_from_env()
+        opts, settings = options_from_env()
         logs.configure(opts.log_level)
         _worker.update(opts=opts, settings=settings, metrics=Metrics())
     return _worker["opts"], _worker["settings"], _worker["metrics"]

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import annotations as ann
-from webhook import raystart
-from webhook.pod import PodFacts
-from webhook.raycluster import ClusterFacts, Credential
-from webhook.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings
+from webhook.core import annotations as ann
+from webhook.core import raystart
+from webhook.core.pod import PodFacts
+from webhook.core.raycluster import ClusterFacts, Credential
+from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings
 
 ENV_STORAGE_NAMESPACE = "RAY_external_storage_namespace"
 ENV_REDIS_ADDRESS = "RAY_REDIS_ADDRESS"

@@ -1,9 +1,12 @@
-"""Finding the RayCluster that owns a pod: a watch-fed in-memory cache with one bounded fallback GET.
+"""`WatchCache`: RayClusters from the Kubernetes API, kept in memory by list+watch, with one bounded GET on a miss.
 
 No API call happens per admission while the cache is warm. A miss (a RayCluster created a moment before
 its pods) or a uid mismatch (deleted and re-created under the same name) costs one direct GET bounded
-by `timeout_s`. The cache stores parsed ClusterFacts, not raw objects, so parsing happens once per change.
-`StaticLookup` serves a folder of manifests for trying the webhook without a cluster.
+by `timeout_s`.
+
+Concurrency: one watch thread per namespace scope and the fallback GET (in asyncio's thread pool) write the
+cache; admissions on the event loop read it. Every write holds `_lock`; a read is one `dict.get` (atomic in
+CPython) and takes no lock, so the hot path never waits for a relist.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from webhook.files import InputError, load_objects
-from webhook.pod import Owner
-from webhook.raycluster import ClusterFacts, parse_raycluster
+from webhook.admission.lookup import Key, LookupFailed, matches
+from webhook.core.pod import Owner
+from webhook.core.raycluster import ClusterFacts, parse_raycluster
 
 log = logging.getLogger(__name__)
 
@@ -28,82 +30,29 @@ _MAX_BACKOFF_S = 30.0
 # Objects per list page (the apiserver's pagination keeps one consistent resourceVersion across pages).
 LIST_PAGE = 500
 
-Key = tuple[str, str]
 
-
-class LookupFailed(Exception):
-    """The RayCluster cannot be read; the message says why (not found, forbidden, timed out...)."""
-
-
-class RayClusterLookup(Protocol):
-    """What the admission handler needs; a dict-backed fake implements it in unit tests."""
-
-    def cached(self, owner: Owner) -> ClusterFacts | None:
-        """The cached facts for `owner`, or None on a miss or uid mismatch. Never does I/O."""
-
-    async def fetch(self, owner: Owner) -> ClusterFacts:
-        """A fresh read, bounded in time; raises LookupFailed."""
-
-    def ready(self) -> bool:
-        """True once the cache holds a complete first listing."""
-
-
-def _matches(facts: ClusterFacts, owner: Owner) -> bool:
-    return owner.uid is None or not facts.uid or facts.uid == owner.uid
-
-
-class StaticLookup:
-    """RayClusters from a folder of YAML/JSON manifests, read once at start (`--rayclusters-from`)."""
-
-    def __init__(self, clusters: Mapping[Key, ClusterFacts]) -> None:
-        self._clusters = dict(clusters)
-
-    @classmethod
-    def from_folder(cls, folder: Path, default_namespace: str = "default") -> StaticLookup:
-        if not folder.is_dir():
-            raise InputError(f"{folder}: not a folder")
-        clusters: dict[Key, ClusterFacts] = {}
-        for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")):
-            for obj in load_objects(path):
-                if obj.get("kind") != "RayCluster":
-                    continue
-                metadata = obj.setdefault("metadata", {})
-                metadata.setdefault("namespace", default_namespace)
-                facts = parse_raycluster(obj)
-                clusters[(facts.namespace, facts.name)] = facts
-        return cls(clusters)
-
-    def __len__(self) -> int:
-        return len(self._clusters)
-
-    def cached(self, owner: Owner) -> ClusterFacts | None:
-        facts = self._clusters.get((owner.namespace, owner.name))
-        return facts if facts is not None and _matches(facts, owner) else None
-
-    async def fetch(self, owner: Owner) -> ClusterFacts:
-        facts = self.cached(owner)
-        if facts is None:
-            raise LookupFailed(f"RayCluster {owner.namespace}/{owner.name} not found in the manifest folder")
-        return facts
-
-    def ready(self) -> bool:
-        return True
-
-
-def _describe(exc: Exception, timeout_s: float) -> str:
-    """A short, specific reason for a failed GET (never the response body: it could echo anything)."""
+def _describe(exc: Exception, timeout_s: float | None = None) -> str:
+    """A short, specific reason for a failed API call (never the response body: it could echo anything).
+    `timeout_s` is the call's own bound, named in the message when that is what ran out."""
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError, TimeoutError
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
 
     if isinstance(exc, ApiException):
         if exc.status == 404:
             return "not found"
         if exc.status in (401, 403):
             return f"forbidden (HTTP {exc.status}): check the webhook's RBAC for rayclusters.ray.io"
+        if exc.status == 410:
+            return "resource version too old (HTTP 410)"
         return f"HTTP {exc.status} {exc.reason}"
-    if isinstance(exc, TimeoutError) or (isinstance(exc, MaxRetryError) and isinstance(exc.reason, TimeoutError)):
-        return f"timed out after {timeout_s:g}s"
-    return f"{type(exc).__name__}"
+    cause = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(cause, TimeoutError):
+        return f"timed out after {timeout_s:g}s" if timeout_s else f"timed out ({type(cause).__name__})"
+    if isinstance(cause, NewConnectionError):
+        return "cannot connect to the Kubernetes API"
+    if isinstance(cause, ProtocolError):
+        return "connection to the Kubernetes API lost"
+    return type(cause).__name__
 
 
 class WatchCache:
@@ -118,6 +67,8 @@ class WatchCache:
         self._timeout_s = timeout_s
         self._on_get = on_get or (lambda result: None)
         self._clusters: dict[Key, ClusterFacts] = {}
+        # Held by every writer (watch threads, fallback GETs); readers do one dict.get without it.
+        self._lock = threading.Lock()
         self._synced: set[str | None] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -139,7 +90,7 @@ class WatchCache:
 
     def cached(self, owner: Owner) -> ClusterFacts | None:
         facts = self._clusters.get((owner.namespace, owner.name))
-        return facts if facts is not None and _matches(facts, owner) else None
+        return facts if facts is not None and matches(facts, owner) else None
 
     async def fetch(self, owner: Owner) -> ClusterFacts:
         return await asyncio.to_thread(self._get, owner)
@@ -155,35 +106,38 @@ class WatchCache:
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read {where}: {reason}") from None
         facts = parse_raycluster(obj)
-        if not _matches(facts, owner):
+        if not matches(facts, owner):
             self._on_get("uid_mismatch")
             raise LookupFailed(
                 f"cannot read {where}: it has uid {facts.uid}, the pod's owner is {owner.uid} (deleted?)"
             )
         self._on_get("found")
         key = (facts.namespace, facts.name)
-        current = self._clusters.get(key)
-        # Fill the gap until the watch delivers the object; never replace a matching entry with an older read.
-        if current is None or current.uid != facts.uid:
-            self._clusters[key] = facts
+        with self._lock:
+            current = self._clusters.get(key)
+            # Fill the gap until the watch delivers the object; never replace a matching entry with an older read.
+            if current is None or current.uid != facts.uid:
+                self._clusters[key] = facts
         return facts
 
     def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
         """Apply one watch event (ADDED, MODIFIED, DELETED) to the cache."""
         facts = parse_raycluster(obj)
         key = (facts.namespace, facts.name)
-        if event_type == "DELETED":
-            current = self._clusters.get(key)
-            if current is not None and current.uid == facts.uid:
-                del self._clusters[key]
-        elif event_type in ("ADDED", "MODIFIED"):
-            self._clusters[key] = facts
+        with self._lock:
+            if event_type == "DELETED":
+                current = self._clusters.get(key)
+                if current is not None and current.uid == facts.uid:
+                    del self._clusters[key]
+            elif event_type in ("ADDED", "MODIFIED"):
+                self._clusters[key] = facts
 
     def _replace_scope(self, scope: str | None, fresh: Mapping[Key, ClusterFacts]) -> None:
-        for key in [k for k in self._clusters if scope is None or k[0] == scope]:
-            if key not in fresh:
-                del self._clusters[key]
-        self._clusters.update(fresh)
+        with self._lock:
+            for key in [k for k in self._clusters if scope is None or k[0] == scope]:
+                if key not in fresh:
+                    del self._clusters[key]
+            self._clusters.update(fresh)
 
     def _list(self, scope: str | None) -> str:
         """List in pages, parsing each page before fetching the next: raw objects of 10,000 RayClusters at
@@ -213,9 +167,11 @@ class WatchCache:
 
         backoff = 1.0
         while not self._stop.is_set():
+            phase = "list"
             try:
                 version = self._list(scope)
                 log.info("rayclusters listed", extra={"scope": scope or "*", "count": len(self._clusters)})
+                phase = "watch"
                 while not self._stop.is_set():
                     w = watch.Watch()
                     if scope is None:
@@ -231,11 +187,17 @@ class WatchCache:
                     version = w.resource_version or version
                     backoff = 1.0
             except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("raycluster watch failed", extra={"scope": scope or "*", "reason": _describe(exc, 0)})
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            except Exception as exc:
-                log.warning("raycluster watch failed", extra={"scope": scope or "*", "reason": _describe(exc, 0)})
-                self._stop.wait(backoff)
+                if exc.status == 410:  # the watch's resourceVersion expired: relist at once
+                    log.info("raycluster watch expired, relisting", extra={"scope": scope or "*"})
+                    continue
+                self._failed(scope, phase, exc, backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except Exception as exc:
+                self._failed(scope, phase, exc, backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _failed(self, scope: str | None, phase: str, exc: Exception, backoff: float) -> None:
+        """Log what failed (the list or the watch, and why), then wait `backoff` seconds or until stopped."""
+        log.warning(f"raycluster {phase} failed, retrying", extra={
+            "scope": scope or "*", "reason": _describe(exc), "retry_in_s": backoff})
+        self._stop.wait(backoff)

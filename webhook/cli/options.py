@@ -1,8 +1,9 @@
-"""The `ray-ft-webhook` command line: argument wiring only; the work happens in the modules it calls.
+"""The command line's options: one spec for every flag and its RAY_FT_WEBHOOK_<FLAG> variable, the parser, and
+the typed objects built from them (`Settings` for the plan, `ServeOptions` for `serve`).
 
-Every flag of `serve` and `render` can also come from the environment as RAY_FT_WEBHOOK_<FLAG>
-(e.g. --default-redis-address -> RAY_FT_WEBHOOK_DEFAULT_REDIS_ADDRESS); a flag on the command line wins.
-Exit codes: 0 success, 1 the pod is denied (render), 2 unusable input or configuration.
+It lives below `main` and `serve` so both can read it: `serve`'s `--workers` processes rebuild their options
+from the variables the parent set (`options_from_env`). A flag on the command line wins over its variable,
+the variable over the default. Bad values exit 2 with argparse's one-line message.
 """
 
 from __future__ import annotations
@@ -11,24 +12,20 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-import orjson
-
-from webhook.certsync import CertTarget
-from webhook.settings import (
+from webhook.certs.sync import CertTarget
+from webhook.core.settings import (
     KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
     LookupFailure,
     SecretRef,
     Settings,
     parse_positive_int,
 )
-
-if TYPE_CHECKING:
-    from webhook.server import ServeOptions
 
 ENV_PREFIX = "RAY_FT_WEBHOOK_"
 # More workers than this on one pod buys nothing but memory (each holds its own RayCluster cache).
@@ -60,7 +57,7 @@ def _add(parser: Any, flag: str, help: str, convert: Callable[[str], Any] = str,
     parser.set_defaults(**{"_env_" + flag.lstrip("-").replace("-", "_"): (env, convert, default)})
 
 
-def _resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fill flags not given on the command line from RAY_FT_WEBHOOK_*, then from their defaults."""
     for key in [k for k in vars(args) if k.startswith("_env_")]:
         env, convert, default = getattr(args, key)
@@ -89,7 +86,7 @@ def _add_defaults(parser: argparse.ArgumentParser) -> None:
          "seconds the head waits for GCS (unset: Ray's 60 s, nothing injected)", parse_positive_int)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         default_redis_address=args.default_redis_address,
         default_redis_password_secret=args.default_redis_password_secret,
@@ -99,7 +96,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _fail(command: str, message: str) -> NoReturn:
+def fail(command: str, message: str) -> NoReturn:
     print(f"ray-ft-webhook {command}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -125,11 +122,15 @@ def _seconds_interval(text: str) -> float:
     return value
 
 
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
 def _ip_list(text: str) -> tuple[str, ...]:
-    ips = tuple(ip.strip() for ip in text.split(",") if ip.strip())
-    for ip in ips:
-        ipaddress.ip_address(ip)
-    return ips
+    return tuple(_ip(ip) for ip in text.split(",") if ip.strip())
 
 
 def _log_level(text: str) -> str:
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, help="folder to write into")
     gen.add_argument("--service", required=True, help="the webhook's Service name")
     gen.add_argument("--namespace", required=True, help="the Service's namespace")
-    gen.add_argument("--ip", action="append", default=[], help="an IP SAN, e.g. 127.0.0.1 (repeatable)")
+    gen.add_argument("--ip", action="append", default=[], type=_typed(_ip),
+                     help="an IP SAN, e.g. 127.0.0.1 (repeatable)")
     gen.add_argument("--days", type=_typed(parse_positive_int), default=365, help="validity (default: 365)")
 
     install = certs_sub.add_parser(
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--webhook-config", default="ray-ft-webhook",
                          help="MutatingWebhookConfiguration name (default: ray-ft-webhook)")
     install.add_argument("--service", default="ray-ft-webhook", help="Service name (default: ray-ft-webhook)")
-    install.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
+    install.add_argument("--ip", action="append", default=[], type=_typed(_ip), help="an extra IP SAN (repeatable)")
 
     uninstall = certs_sub.add_parser(
         "uninstall", help="delete the MutatingWebhookConfiguration first, then the certificate Secret and Lease",
@@ -234,25 +236,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cert_target(args: argparse.Namespace, command: str) -> CertTarget | None:
-    from webhook import kube
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `serve` runs: where it listens, its certificate, where RayClusters come from."""
+
+    host: str
+    port: int
+    tls_cert: Path
+    tls_key: Path
+    kubeconfig: Path | None = None
+    rayclusters_from: Path | None = None
+    namespaces: tuple[str, ...] = ()
+    lookup_timeout_s: float = 2.0
+    log_level: str = "info"
+    # Set when the webhook manages its own certificate (self-managed mode).
+    cert_target: CertTarget | None = None
+    cert_sync_interval_s: float = 30.0
+    workers: int = 1
+
+
+def cert_target_from(args: argparse.Namespace, command: str) -> CertTarget | None:
+    from webhook.common import kube
 
     given = [args.cert_secret, args.webhook_config, args.service]
     if not any(given):
         return None
     if not all(given):
-        _fail(command, "--cert-secret, --webhook-config and --service go together")
+        fail(command, "--cert-secret, --webhook-config and --service go together")
     namespace = args.cert_namespace or kube.own_namespace()
     if not namespace:
-        _fail(command, "--cert-namespace is needed outside a cluster")
+        fail(command, "--cert-namespace is needed outside a cluster")
     return CertTarget(namespace=namespace, secret=args.cert_secret, webhook_config=args.webhook_config,
                       service=args.service, ips=args.cert_ips or ())
 
 
-def _serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> ServeOptions:
-    from webhook import server
-
-    return server.ServeOptions(
+def serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> ServeOptions:
+    return ServeOptions(
         host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
@@ -283,120 +302,7 @@ def options_from_env() -> tuple[ServeOptions, Settings]:
     Without certificate management: the parent alone syncs certificates."""
     parser = build_parser()
     args = parser.parse_args(["serve"])
-    _resolve_env(parser, args)
-    return _serve_options(args, cert_target=None), _settings(args)
+    resolve_env(parser, args)
+    return serve_options(args, cert_target=None), settings_from(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from webhook import logs, server
-    from webhook.files import InputError
-    from webhook.tls import TLSError
-
-    logs.configure(args.log_level)
-    opts = _serve_options(args, _cert_target(args, "serve"))
-    if opts.workers > 1:
-        for name, value in worker_environment(args).items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    try:
-        server.run(opts, _settings(args))
-    except (InputError, TLSError) as exc:
-        _fail("serve", str(exc))
-    return 0
-
-
-def _render(args: argparse.Namespace) -> int:
-    from webhook.files import InputError, load_one
-    from webhook.render import render
-
-    try:
-        result = render(load_one(args.raycluster, "RayCluster"), load_one(args.pod, "Pod"), _settings(args))
-    except InputError as exc:
-        _fail("render", str(exc))
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if result.denied is not None:
-        print(f"denied: {result.denied}", file=sys.stderr)
-        return 1
-    if result.skipped is not None:
-        print(f"skipped: {result.skipped}", file=sys.stderr)
-    out = result.patch if args.output == "patch" else result.pod
-    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
-
-
-def _certs(args: argparse.Namespace) -> int:
-    return {"generate": _certs_generate, "install": _certs_install, "uninstall": _certs_uninstall}[
-        args.certs_command](args)
-
-
-def _certs_install(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
-
-    from webhook import kube
-    from webhook.certsync import CertSync
-    from webhook.files import InputError
-
-    target = CertTarget(namespace=args.namespace, secret=args.secret, webhook_config=args.webhook_config,
-                        service=args.service, ips=tuple(args.ip))
-    try:
-        sync = CertSync(kube.api_client(args.kubeconfig), target, files=None, identity="certs-install")
-        # A CA rotation needs up to three passes (new CA stored, trusted, then used); stop when stable.
-        for _ in range(3):
-            if not sync.reconcile():
-                break
-    except InputError as exc:
-        _fail("certs install", str(exc))
-    except ApiException as exc:
-        _fail("certs install", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
-    print(f"Secret {args.namespace}/{args.secret} and the caBundle of {args.webhook_config} are up to date")
-    return 0
-
-
-def _certs_uninstall(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
-
-    from webhook import kube
-    from webhook.certsync import uninstall
-    from webhook.files import InputError
-
-    try:
-        deleted = uninstall(kube.api_client(args.kubeconfig), args.webhook_config, args.namespace, args.secret)
-    except InputError as exc:
-        _fail("certs uninstall", str(exc))
-    except ApiException as exc:
-        _fail("certs uninstall", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
-    for item in deleted:
-        print(f"deleted {item}")
-    return 0
-
-
-def _certs_generate(args: argparse.Namespace) -> int:
-    from webhook import certs
-
-    ca = certs.generate_ca(days=max(args.days, 3650))
-    try:
-        serving = certs.generate_leaf(ca, certs.service_dns_names(args.service, args.namespace), args.ip,
-                                      days=args.days)
-        certs.write_serving_set(args.out, ca, serving)
-    except ValueError as exc:
-        _fail("certs generate", str(exc))
-    except OSError as exc:
-        _fail("certs generate", f"{args.out}: {exc.strerror}")
-    print(certs.ca_bundle(ca.cert_pem))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command in ("serve", "render"):
-        _resolve_env(parser, args)
-    handlers = {"serve": _serve, "render": _render, "certs": _certs}
-    return handlers[args.command](args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from cryptography import x509
 
-from webhook.certs import KeyPair, generate_ca, generate_leaf
+from webhook.certs.generate import KeyPair, generate_ca, generate_leaf
 
 _KEYS = {"ca": ("ca.crt", "ca.key"), "serving": ("tls.crt", "tls.key"), "next_ca": ("ca-next.crt", "ca-next.key")}
 PREVIOUS_CA = "ca-previous.crt"

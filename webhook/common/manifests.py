@@ -7,9 +7,7 @@ from typing import Any
 
 import yaml
 
-
-class InputError(ValueError):
-    """A file cannot be read or does not hold what was expected; the message names the file."""
+from webhook.common.errors import InputError
 
 
 def load_objects(path: Path) -> list[dict[str, Any]]:

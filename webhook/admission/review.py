@@ -37,9 +37,7 @@ class AdmissionRequest:
     kind: str
     operation: str
     namespace: str
-    name: str
     object: Any
-    dry_run: bool
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -69,9 +67,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         kind=_str(kind.get("kind")),
         operation=_str(request.get("operation")),
         namespace=_str(request.get("namespace")),
-        name=_str(request.get("name")),
         object=request.get("object"),
-        dry_run=request.get("dryRun") is True,
     )
 
 

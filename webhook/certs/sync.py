@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webhook import rotation
-from webhook.certs import service_dns_names
+from webhook.certs import rotation
+from webhook.certs.generate import service_dns_names
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-from webhook import annotations as ann
-from webhook import raystart
-from webhook.plan import Plan
-from webhook.pod import PodFacts
+from webhook.core import annotations as ann
+from webhook.core import raystart
+from webhook.core.plan import Plan
+from webhook.core.pod import PodFacts
 
 CONTAINER = "/spec/containers/0"
 ANNOTATIONS = "/metadata/annotations"

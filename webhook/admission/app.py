@@ -1,4 +1,4 @@
-"""The HTTP app: `/mutate` (bytes -> review -> facts -> mutation -> bytes), health, readiness and metrics.
+"""The HTTP app: `/mutate` (bytes -> review codec -> handler -> bytes), health, readiness and metrics.
 
 `POST /mutate` is served by a raw ASGI route in front of FastAPI: the admission path is the only hot one,
 and FastAPI/Starlette's middleware stack, request and response objects cost about a third of a request
@@ -19,12 +19,12 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from webhook import review
-from webhook.lookup import LookupFailed, RayClusterLookup
-from webhook.metrics import CONTENT_TYPE, Metrics
-from webhook.mutation import mutate
-from webhook.pod import InvalidPod, read_ray_pod
-from webhook.settings import LookupFailure, Settings
+from webhook.admission import review
+from webhook.admission.handler import Admission
+from webhook.admission.lookup import RayClusterLookup
+from webhook.admission.metrics import CONTENT_TYPE, Metrics
+from webhook.core.outcome import Outcome
+from webhook.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,53 +94,15 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class Admission:
-    """The `/mutate` handler's logic over a parsed request."""
-
-    def __init__(self, lookup: RayClusterLookup, settings: Settings, metrics: Metrics) -> None:
-        self.lookup, self.settings, self.metrics = lookup, settings, metrics
-        # Both series exist from the start (a miss count of 0 is information), looked up once.
-        self._hit, self._miss = metrics.cache.labels("hit"), metrics.cache.labels("miss")
-
-    async def answer(self, req: review.AdmissionRequest) -> tuple[dict, str]:
-        """The AdmissionReview response for `req`, and an outcome label."""
-        if req.operation != "CREATE" or req.group != "" or req.kind != "Pod":
-            return review.allowed(req.uid), "ignored"
-        try:
-            pod = read_ray_pod(req.object, req.namespace)
-        except InvalidPod as exc:
-            return review.denied(req.uid, f"ray-ft-webhook: invalid Ray pod: {exc}", code=400), "invalid"
-        if pod is None:
-            return review.allowed(req.uid), "ignored"
-
-        cluster = self.lookup.cached(pod.owner)
-        (self._hit if cluster is not None else self._miss).inc()
-        if cluster is None:
-            try:
-                cluster = await self.lookup.fetch(pod.owner)
-            except LookupFailed as exc:
-                message = f"ray-ft-webhook: {exc}"
-                log.warning("lookup failed", extra={"uid": req.uid, "reason": str(exc)})
-                if self.settings.on_lookup_failure is LookupFailure.ALLOW:
-                    warning = f"GCS FT settings not injected: {exc}"
-                    return review.allowed(req.uid, [warning]), "lookup_failed"
-                return review.denied(req.uid, message, code=503), "lookup_failed"
-
-        result = mutate(cluster, pod, self.settings)
-        if result.denied is not None:
-            return review.denied(req.uid, f"ray-ft-webhook: {result.denied}"), "denied"
-        return review.patched(req.uid, result.ops, result.warnings), result.outcome
-
-
 class MutateRoute:
     """`POST /mutate` as a raw ASGI app: body -> review -> answer -> bytes, with metrics around it."""
 
     def __init__(self, admission: Admission, metrics: Metrics) -> None:
         self.admission, self.metrics = admission, metrics
         # Labelled children looked up once, not per request (each `labels()` takes a lock and hashes).
-        self._outcomes: dict[str, Any] = {}
+        self._outcomes: dict[Outcome, Any] = {}
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: Outcome) -> None:
         child = self._outcomes.get(outcome)
         if child is None:
             child = self._outcomes[outcome] = self.metrics.admissions.labels(outcome)
@@ -149,7 +111,7 @@ class MutateRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
-        outcome = "bad_request"
+        outcome = Outcome.BAD_REQUEST
         try:
             try:
                 req = review.parse_review(await _read_body(scope, receive))
@@ -160,7 +122,7 @@ class MutateRoute:
                 response, outcome = await self.admission.answer(req)
             except Exception:
                 log.exception("admission failed", extra={"uid": req.uid})
-                outcome = "error"
+                outcome = Outcome.ERROR
                 response = review.denied(req.uid, "ray-ft-webhook: internal error, see the webhook's logs", code=500)
             await _respond(send, 200, review.encode(response))
         finally:

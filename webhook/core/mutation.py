@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.patches import Op, build_ops
-from webhook.plan import Deny, decide
-from webhook.pod import PodFacts
-from webhook.raycluster import ClusterFacts
-from webhook.settings import Settings
+from webhook.core.outcome import Outcome
+from webhook.core.patches import Op, build_ops
+from webhook.core.plan import Deny, decide
+from webhook.core.pod import PodFacts
+from webhook.core.raycluster import ClusterFacts
+from webhook.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,13 @@ class Mutation:
     skipped: str | None = None
 
     @property
-    def outcome(self) -> str:
-        """A short label for metrics and logs."""
+    def outcome(self) -> Outcome:
+        """How the admission ends, for metrics and logs."""
         if self.denied is not None:
-            return "denied"
+            return Outcome.DENIED
         if self.skipped is not None:
-            return "skipped"
-        return "patched" if self.ops else "unchanged"
+            return Outcome.SKIPPED
+        return Outcome.PATCHED if self.ops else Outcome.UNCHANGED
 
 
 def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings) -> Mutation:

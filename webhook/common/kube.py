@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from webhook.files import InputError
+from webhook.common.errors import InputError
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.files import InputError
-from webhook.mutation import mutate
-from webhook.patches import Op
-from webhook.pod import InvalidPod, read_ray_pod
-from webhook.raycluster import parse_raycluster
-from webhook.settings import Settings
+from webhook.common.errors import InputError
+from webhook.core.mutation import mutate
+from webhook.core.patches import Op
+from webhook.core.pod import InvalidPod, read_ray_pod
+from webhook.core.raycluster import parse_raycluster
+from webhook.core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+"""Finding the RayCluster that owns a pod: the `RayClusterLookup` protocol the admission handler uses.
+
+Two implementations: `watch.WatchCache` (production: a watch-fed cache with one bounded fallback GET) and
+`StaticLookup` here (a folder of manifests, for trying the webhook without a cluster). Unit tests use a
+dict-backed fake. Both store parsed ClusterFacts, not raw objects, so parsing happens once per change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from webhook.common.errors import InputError
+from webhook.common.manifests import load_objects
+from webhook.core.pod import Owner
+from webhook.core.raycluster import ClusterFacts, parse_raycluster
+
+Key = tuple[str, str]
+
+
+class LookupFailed(Exception):
+    """The RayCluster cannot be read; the message says why (not found, forbidden, timed out...)."""
+
+
+class RayClusterLookup(Protocol):
+    """What the admission handler needs; a dict-backed fake implements it in unit tests."""
+
+    def cached(self, owner: Owner) -> ClusterFacts | None:
+        """The cached facts for `owner`, or None on a miss or uid mismatch. Never does I/O."""
+
+    async def fetch(self, owner: Owner) -> ClusterFacts:
+        """A fresh read, bounded in time; raises LookupFailed."""
+
+    def ready(self) -> bool:
+        """True once the cache holds a complete first listing."""
+
+
+def matches(facts: ClusterFacts, owner: Owner) -> bool:
+    return owner.uid is None or not facts.uid or facts.uid == owner.uid
+
+
+class StaticLookup:
+    """RayClusters from a folder of YAML/JSON manifests, read once at start (`--rayclusters-from`)."""
+
+    def __init__(self, clusters: Mapping[Key, ClusterFacts]) -> None:
+        self._clusters = dict(clusters)
+
+    @classmethod
+    def from_folder(cls, folder: Path, default_namespace: str = "default") -> StaticLookup:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: not a folder")
+        clusters: dict[Key, ClusterFacts] = {}
+        for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")):
+            for obj in load_objects(path):
+                if obj.get("kind") != "RayCluster":
+                    continue
+                metadata = obj.setdefault("metadata", {})
+                metadata.setdefault("namespace", default_namespace)
+                facts = parse_raycluster(obj)
+                clusters[(facts.namespace, facts.name)] = facts
+        return cls(clusters)
+
+    def __len__(self) -> int:
+        return len(self._clusters)
+
+    def cached(self, owner: Owner) -> ClusterFacts | None:
+        facts = self._clusters.get((owner.namespace, owner.name))
+        return facts if facts is not None and matches(facts, owner) else None
+
+    async def fetch(self, owner: Owner) -> ClusterFacts:
+        facts = self.cached(owner)
+        if facts is None:
+            raise LookupFailed(f"RayCluster {owner.namespace}/{owner.name} not found in the manifest folder")
+        return facts
+
+    def ready(self) -> bool:
+        return True
