@@ -27,8 +27,11 @@ run: venv certs/tls.crt
 	$(PY) -m webhook serve --host 127.0.0.1 --port $(PORT) --tls-cert certs/tls.crt --tls-key certs/tls.key \
 		--rayclusters-from examples/rayclusters
 
+## lint: ruff, the import rules of the layers (hack/check_layers.py) and mypy (strict on webhook.core)
 lint: venv
-	$(PY) -m ruff check webhook tests bench
+	$(PY) -m ruff check webhook tests bench hack
+	$(PY) hack/check_layers.py
+	$(PY) -m mypy
 
 ## test-deps: what the real-Ray and image tiers need (Debian packages as root, Ray into the venv); the
 ## e2e and KubeRay tiers build their binaries themselves. Outside CI a failure here only means skipped tiers.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 from cryptography import x509
 
@@ -59,3 +60,14 @@ def test_ca_rotation_keeps_old_and_new_trusted_throughout() -> None:
 def test_garbage_secret_is_replaced() -> None:
     assert from_secret_data({"tls.crt": "bm90IGEgY2VydA==", "tls.key": "", "ca.crt": "", "ca.key": ""}) is None
     assert from_secret_data(None) is None
+
+
+def test_serving_signed_by_a_same_named_foreign_ca_is_reissued() -> None:
+    """Every CA we make has the same subject, so a serving certificate from another CA (a restored backup, a
+    second installation) fails only the signature check; that must mean "re-issue", not a crash."""
+    m = next_material(None, b"", DNS, [], NOW)
+    foreign = next_material(None, b"", DNS, [], NOW)
+    assert m.ca.certificate.subject == foreign.ca.certificate.subject
+    mixed = replace(m, serving=foreign.serving)
+    renewed = next_material(mixed, bundle(mixed, NOW), DNS, [], NOW)
+    renewed.serving.certificate.verify_directly_issued_by(m.ca.certificate)

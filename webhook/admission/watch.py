@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from webhook.admission.lookup import Key, LookupFailed, matches
 from webhook.core.pod import Owner
@@ -105,7 +105,7 @@ class WatchCache:
             reason = _describe(exc, self._timeout_s)
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read {where}: {reason}") from None
-        facts = parse_raycluster(obj)
+        facts = parse_raycluster(cast(dict[str, Any], obj))
         if not matches(facts, owner):
             self._on_get("uid_mismatch")
             raise LookupFailed(
@@ -149,9 +149,10 @@ class WatchCache:
             if token:
                 kwargs["_continue"] = token
             if scope is None:
-                result = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+                page = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
             else:
-                result = self._api.list_namespaced_custom_object(GROUP, VERSION, scope, PLURAL, **kwargs)
+                page = self._api.list_namespaced_custom_object(GROUP, VERSION, scope, PLURAL, **kwargs)
+            result = cast(dict[str, Any], page)
             for facts in map(parse_raycluster, result.get("items") or []):
                 fresh[(facts.namespace, facts.name)] = facts
             token = result["metadata"].get("continue")
@@ -159,7 +160,7 @@ class WatchCache:
                 break
         self._replace_scope(scope, fresh)
         self._synced.add(scope)
-        return result["metadata"]["resourceVersion"]
+        return str(result["metadata"]["resourceVersion"])
 
     def _run(self, scope: str | None) -> None:
         from kubernetes import watch
@@ -174,6 +175,8 @@ class WatchCache:
                 phase = "watch"
                 while not self._stop.is_set():
                     w = watch.Watch()
+                    func: Callable[..., Any]
+                    args: tuple[str, ...]
                     if scope is None:
                         func, args = self._api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
                     else:

@@ -101,6 +101,8 @@ def generate_leaf(ca: KeyPair, dns_names: list[str], ips: list[str], days: int =
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
     ca_cert = ca.certificate
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an ECDSA key")
     key = _new_key()
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name or (dns_names or ips)[0])]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations or []]
@@ -127,7 +129,7 @@ def generate_leaf(ca: KeyPair, dns_names: list[str], ips: list[str], days: int =
             critical=False,
         )
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from webhook.certs.generate import KeyPair, generate_ca, generate_leaf
 
@@ -47,7 +48,7 @@ class Material:
     next_ca: KeyPair | None = None
 
 
-def from_secret_data(data: Mapping[str, str] | None) -> Material | None:
+def from_secret_data(data: Mapping[str, str | bytes] | None) -> Material | None:
     """Read a Secret's base64 `data`; None when it does not hold a usable CA and serving pair."""
     if not data:
         return None
@@ -104,7 +105,7 @@ def _names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
 def _issued_by(leaf: KeyPair, ca: KeyPair) -> bool:
     try:
         leaf.certificate.verify_directly_issued_by(ca.certificate)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return True
 

@@ -96,13 +96,14 @@ class CertSync:
                     return False
                 raise
             return True
-        holder, renewed = lease.spec.holder_identity, lease.spec.renew_time
-        duration = lease.spec.lease_duration_seconds or LEASE_DURATION_S
+        current = lease.spec or client.V1LeaseSpec()
+        holder, renewed = current.holder_identity, current.renew_time
+        duration = current.lease_duration_seconds or LEASE_DURATION_S
         expired = renewed is None or renewed + datetime.timedelta(seconds=duration) < now
         if holder != self.identity and not expired:
             return False
         if holder == self.identity:
-            spec.acquire_time = lease.spec.acquire_time
+            spec.acquire_time = current.acquire_time
         lease.spec = spec
         try:
             self.coordination.replace_namespaced_lease(t.lease, t.namespace, lease)
@@ -142,7 +143,7 @@ class CertSync:
             data = rotation.to_secret_data(wanted)
             if secret is None:
                 body = client.V1Secret(metadata=client.V1ObjectMeta(name=t.secret, namespace=t.namespace),
-                                       type="kubernetes.io/tls", data=data)
+                                       type="kubernetes.io/tls", data=dict(data))
                 self.core.create_namespaced_secret(t.namespace, body)
             else:
                 secret.data = data
