@@ -29,7 +29,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/pip uninstall --no-cache-dir -y pip setuptools \
     && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
     && rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1 \
-    && /opt/venv/bin/python -c "import kubernetes, webhook.cli.main, webhook.common.kube, webhook.admission.lookup, webhook.cli.serve"
+    && /opt/venv/bin/python -c "import kubernetes, webhook.cli.main, webhook.common.kube, webhook.admission.watch, webhook.cli.serve, webhook.certs.sync"
 
 FROM ${BASE}
 ENV PATH=/opt/venv/bin:$PATH \
