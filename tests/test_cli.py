@@ -115,12 +115,26 @@ def test_render_pod_of_another_cluster_exits_2(tmp_path: Path, files: tuple[Path
 @pytest.mark.parametrize("args, env, message", [
     (["--worker-reconnect-timeout-s", "0"], {}, "'0' is not a positive integer"),
     (["--default-redis-password-secret", "a/b/c"], {}, "is not NAME or NAME/KEY"),
+    (["--output", "yaml"], {}, "argument --output: invalid choice: 'yaml'"),
     ([], {"RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S": "abc"}, "RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S: 'abc'"),
 ])
 def test_bad_flags_exit_2(files: tuple[Path, Path, Path], args: list[str], env: dict[str, str], message: str) -> None:
     rc, head, _ = files
     out = cli("render", "--raycluster", str(rc), "--pod", str(head), *args, env=env)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["certs", "install", "--namespace", "n", "--ip", "bogus"], "argument --ip: 'bogus' is not an IP address"),
+    (["certs", "generate", "--out", "x", "--service", "s", "--namespace", "n", "--ip", "300.1.1.1"], "'300.1.1.1'"),
+    (["serve", "--port", "99999"], "argument --port: '99999' is not a TCP port"),
+    (["serve", "--cert-ips", "10.0.0.1,nope"], "argument --cert-ips: 'nope' is not an IP address"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    ([], "the following arguments are required: COMMAND"),
+])
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_serve_without_certificate_exits_2(tmp_path: Path) -> None:

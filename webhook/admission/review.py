@@ -16,7 +16,7 @@ import orjson
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-# Warnings reach `kubectl` users; keep each under 120 characters (webhook-practices.md).
+# Warnings reach `kubectl` users, who read them on one terminal line: keep each under 120 characters.
 MAX_WARNING_LENGTH = 119
 
 

@@ -1,4 +1,5 @@
-"""Certificates: a pure generator for a CA and an ECDSA P-256 serving certificate.
+"""Certificates: make a CA and ECDSA P-256 serving (or client) certificates signed by it, and write a serving
+set (ca.crt, tls.crt, tls.key) to a folder. Key material lives only in memory until written.
 
 Go's TLS client (the kube-apiserver) ignores the CN, so every name the webhook is reached by must be a SAN:
 the Service's short and qualified DNS names and, for local use, IP addresses such as 127.0.0.1.

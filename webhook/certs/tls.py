@@ -1,6 +1,6 @@
 """The serving TLS context: TLS 1.2 minimum, and a renewed certificate is served without a restart.
 
-How (see docs/tls-reload in the team notes): one base SSLContext whose SNI callback - which runs on every
+How: one base SSLContext whose SNI callback - which runs on every
 ClientHello, with or without SNI - checks the certificate and key files at most every `check_interval_s`.
 When their content changed, it loads them into a brand-new context, which validates the pair, and
 hands that to the handshaking socket. A torn or mismatched pair is never published: the old one stays.

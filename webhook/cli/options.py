@@ -3,7 +3,7 @@ the typed objects built from them (`Settings` for the plan, `ServeOptions` for `
 
 It lives below `main` and `serve` so both can read it: `serve`'s `--workers` processes rebuild their options
 from the variables the parent set (`options_from_env`). A flag on the command line wins over its variable,
-the variable over the default. Bad values exit 2 with argparse's one-line message.
+the variable over the default. A bad value exits 2 with one line naming the flag (or variable) and the value.
 """
 
 from __future__ import annotations
@@ -150,8 +150,16 @@ def _namespaces(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (argparse prints the whole usage block first); subcommand
+    parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ray-ft-webhook",
         description="Kubernetes mutating admission webhook that injects Ray GCS fault-tolerance settings "
         "into the head and worker pods of RayClusters.",

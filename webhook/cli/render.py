@@ -1,4 +1,4 @@
-"""`render`: the offline preview. Parses the files' objects and runs the very mutation the server runs."""
+"""`render`: the offline preview of one pod. Runs the very mutation the server runs and applies its patch."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The decision: RayCluster facts + pod facts + settings -> an immutable Plan (or a Deny). No I/O.
 
-The rules follow KubeRay >= 1.3 (`configureGCSFaultTolerance`), see docs/behaviour in the README:
+The rules follow KubeRay >= 1.3 (`configureGCSFaultTolerance`; the README's behaviour table lists them):
 a value the Ray container already sets always wins; otherwise each value comes from the first source that
 gives one: `spec.gcsFaultToleranceOptions`, then the RayCluster's annotations, then the admin's defaults.
 """
@@ -103,7 +103,8 @@ class _Values:
 
 # KubeRay >= 1.3's validation of the RayCluster; KubeRay refuses to create pods for these.
 def kuberay_conflicts(c: ClusterFacts) -> list[str]:
-    """Warnings for each of KubeRay's seven FT validation rules that `c` breaks (section 4 of the reference)."""
+    """Warnings for each of KubeRay's seven FT validation rules (`ValidateRayClusterSpec`, KubeRay >= 1.3) that
+    `c` breaks."""
     out: list[str] = []
     opts = c.options is not None
     if opts and c.ft_annotation:
