@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from tests.kuberay_objects import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
-from webhook.admission.watch import WatchCache
+from webhook.admission.watch import WatchCache, _describe
 from webhook.common.errors import InputError
 from webhook.core.pod import Owner
 from webhook.core.raycluster import parse_raycluster
@@ -97,3 +100,40 @@ def test_list_is_read_in_pages() -> None:
     cache._api = api  # the only I/O seam: the list call
     assert cache._list(None) == "42"
     assert api.calls == [0, 2, 4] and len(cache) == 5 and cache.ready()
+
+
+def test_writers_race_without_corrupting_the_cache() -> None:
+    """A relist of one scope while watch events and fallback GETs of other threads add clusters: every write
+    holds the cache's lock, so the relist never iterates a dict that another thread is growing."""
+    cache = WatchCache(ApiClient(), namespaces=("x", "y"))
+    fresh = {("x", f"c{i}"): parse_raycluster(raycluster(name=f"c{i}", namespace="x")) for i in range(20_000)}
+    added = [raycluster(name=f"n{i}", namespace="y", uid=f"u{i}") for i in range(4_000)]
+    errors: list[BaseException] = []
+
+    def relist() -> None:
+        try:
+            for _ in range(20):
+                cache._replace_scope("x", fresh)
+        except BaseException as exc:  # collected: an exception in a thread would otherwise be lost
+            errors.append(exc)
+
+    thread = threading.Thread(target=relist)
+    thread.start()
+    for obj in added:
+        cache.apply("ADDED", obj)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors == []
+    assert len(cache) == len(fresh) + len(added)
+
+
+@pytest.mark.parametrize(("exc", "timeout_s", "reason"), [
+    (ReadTimeoutError(None, "/apis", "read timed out"), None, "timed out (ReadTimeoutError)"),
+    (ReadTimeoutError(None, "/apis", "read timed out"), 2.0, "timed out after 2s"),
+    (MaxRetryError(None, "/apis", NewConnectionError(None, "refused")), None, "cannot connect to the Kubernetes API"),
+    (ProtocolError("Connection broken"), None, "connection to the Kubernetes API lost"),
+    (ApiException(status=410, reason="Gone"), None, "resource version too old (HTTP 410)"),
+    (ApiException(status=500, reason="Internal Server Error"), None, "HTTP 500 Internal Server Error"),
+])
+def test_failures_are_described(exc: Exception, timeout_s: float | None, reason: str) -> None:
+    """The watch's log line and the fallback GET's denial say what happened (not "timed out after 0s")."""
+    assert _describe(exc, timeout_s) == reason

@@ -46,10 +46,10 @@ def _describe(exc: Exception, timeout_s: float | None = None) -> str:
             return "resource version too old (HTTP 410)"
         return f"HTTP {exc.status} {exc.reason}"
     cause = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(cause, NewConnectionError):  # before TimeoutError: urllib3 makes it a ConnectTimeoutError
+        return "cannot connect to the Kubernetes API"
     if isinstance(cause, TimeoutError):
         return f"timed out after {timeout_s:g}s" if timeout_s else f"timed out ({type(cause).__name__})"
-    if isinstance(cause, NewConnectionError):
-        return "cannot connect to the Kubernetes API"
     if isinstance(cause, ProtocolError):
         return "connection to the Kubernetes API lost"
     return type(cause).__name__
