@@ -22,7 +22,7 @@ import yaml
 
 from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
 from tests.servers import WebhookProcess, start_webhook
-from webhook.admission.app import MAX_BODY_BYTES
+from webhook.admission.limits import MAX_BODY_BYTES
 
 BAD_CLUSTER = raycluster(
     name="bad-annotations", uid="0000-bad",

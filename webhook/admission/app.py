@@ -21,6 +21,7 @@ from fastapi.responses import Response
 
 from webhook.admission import review
 from webhook.admission.handler import Admission
+from webhook.admission.limits import MAX_BODY_BYTES, Limits
 from webhook.admission.lookup import RayClusterLookup
 from webhook.admission.metrics import CONTENT_TYPE, Metrics
 from webhook.core.outcome import Outcome
@@ -28,9 +29,6 @@ from webhook.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The apiserver caps request bodies at 3 MiB; twice that leaves room for any encoding overhead while
-# bounding what a misbehaving client can make us buffer.
-MAX_BODY_BYTES = 6 * 1024 * 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +53,32 @@ class _BadRequest(Exception):
         self.status = status
 
 
+class BodyBudget:
+    """The bytes of request bodies this process holds at once, across requests: MAX_BODY_BYTES bounds one
+    request, this bounds them all (stalled bodies from many connections). One event loop: no lock needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+class _Held:
+    """What one request took from the budget, given back when it is answered."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -62,14 +86,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    """The request body, or _BadRequest (415 before reading, 413 as soon as the cap is passed)."""
+def _busy(budget: BodyBudget) -> _BadRequest:
+    return _BadRequest(503, f"server busy: {budget.limit}-byte budget for request bodies in use, retry")
+
+
+async def _read_body(scope: Scope, receive: Receive, budget: BodyBudget, held: _Held) -> bytes:
+    """The request body, or _BadRequest: 415 before reading, 413 as soon as the cap is passed, 503 when the
+    process-wide budget cannot hold it. The declared Content-Length is taken from the budget before reading."""
     content_type = _header(scope, b"content-type") or ""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise _BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
     length = _header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+    declared = int(length) if length is not None and length.isascii() and length.isdigit() else 0
+    if declared > MAX_BODY_BYTES:
         raise _BadRequest(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    if not budget.take(declared):
+        raise _busy(budget)
+    held.size = declared
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -80,6 +113,10 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _BadRequest(413, f"request body is over the {MAX_BODY_BYTES}-byte limit")
+        if size > held.size:  # chunked, or more than declared (the parser stops at Content-Length)
+            if not budget.take(size - held.size):
+                raise _busy(budget)
+            held.size = size
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -97,8 +134,8 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
 class MutateRoute:
     """`POST /mutate` as a raw ASGI app: body -> review -> answer -> bytes, with metrics around it."""
 
-    def __init__(self, admission: Admission, metrics: Metrics) -> None:
-        self.admission, self.metrics = admission, metrics
+    def __init__(self, admission: Admission, metrics: Metrics, budget: BodyBudget) -> None:
+        self.admission, self.metrics, self.budget = admission, metrics, budget
         # Labelled children looked up once, not per request (each `labels()` takes a lock and hashes).
         self._outcomes: dict[Outcome, Any] = {}
 
@@ -112,10 +149,13 @@ class MutateRoute:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         outcome = Outcome.BAD_REQUEST
+        held = _Held()
         try:
             try:
-                req = review.parse_review(await _read_body(scope, receive))
+                req = review.parse_review(await _read_body(scope, receive, self.budget, held))
             except (_BadRequest, review.ReviewError) as exc:
+                if exc.status == 503:
+                    self.metrics.connections_refused.labels("body_budget").inc()
                 await _respond(send, exc.status, orjson.dumps({"error": str(exc)}))
                 return
             try:
@@ -126,6 +166,7 @@ class MutateRoute:
                 response = review.denied(req.uid, "ray-ft-webhook: internal error, see the webhook's logs", code=500)
             await _respond(send, 200, review.encode(response))
         finally:
+            self.budget.give(held.size)
             self.metrics.in_flight.dec()
             self._count(outcome)
             self.metrics.latency.observe(time.perf_counter() - started)
@@ -145,7 +186,7 @@ class WebhookApp:
 
 
 def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
-               metrics: Metrics | None = None) -> WebhookApp:
+               metrics: Metrics | None = None, limits: Limits | None = None) -> WebhookApp:
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
     admission = Admission(lookup, settings, metrics)
@@ -172,4 +213,4 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    return WebhookApp(MutateRoute(admission, metrics), app)
+    return WebhookApp(MutateRoute(admission, metrics, BodyBudget((limits or Limits()).body_budget_bytes)), app)

@@ -36,6 +36,14 @@ class Metrics:
             "Direct GETs of a RayCluster after a cache miss, by result.", ["result"], registry=r,
         )
         self.cached_clusters = Gauge("ray_ft_webhook_rayclusters_cached", "RayClusters in the cache.", registry=r)
+        self.connections_open = Gauge(
+            "ray_ft_webhook_connections_open", "Client connections open, TLS handshakes included.", registry=r
+        )
+        self.connections_refused = Counter(
+            "ray_ft_webhook_connections_refused",
+            "Connections or requests refused by a server limit, by reason (see the README's Limits).", ["reason"],
+            registry=r,
+        )
         self.cert_expiry = Gauge(
             "ray_ft_webhook_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires.", registry=r,

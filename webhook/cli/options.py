@@ -13,11 +13,12 @@ import ipaddress
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
+from webhook.admission.limits import Limits
 from webhook.certs.sync import CertTarget
 from webhook.core.settings import (
     KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
@@ -28,6 +29,7 @@ from webhook.core.settings import (
 )
 
 ENV_PREFIX = "RAY_FT_WEBHOOK_"
+_MIB = 1024 * 1024
 # More workers than this on one pod buys nothing but memory (each holds its own RayCluster cache).
 MAX_WORKERS = 32
 
@@ -182,6 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--log-level", "debug, info, warning or error", _log_level, default="info")
     _add(serve, "--workers", "worker processes sharing the port, each with its own RayCluster cache (use one "
          "per core; /metrics then shows the worker that answers the scrape)", _workers, default=1)
+    limits = serve.add_argument_group(
+        "limits on clients (beyond each, the connection or request is refused and counted in /metrics)")
+    d = Limits()
+    _add(limits, "--max-connections", "connections at once, TLS handshakes included; more are closed at accept",
+         parse_positive_int, default=d.max_connections)
+    _add(limits, "--tls-handshake-timeout-s", "seconds a client has to complete the TLS handshake", _seconds,
+         default=d.tls_handshake_timeout_s)
+    _add(limits, "--request-head-timeout-s", "seconds a request has to send its whole head (408, close)", _seconds,
+         default=d.head_timeout_s)
+    _add(limits, "--request-body-timeout-s", "seconds a request has to send its body after the head (408, close)",
+         _seconds, default=d.body_timeout_s)
+    _add(limits, "--max-header-bytes", "size of a request head (431, close)", parse_positive_int,
+         default=d.max_header_bytes)
+    _add(limits, "--max-headers", "number of request headers (431, close)", parse_positive_int,
+         default=d.max_headers)
+    _add(limits, "--max-buffered-body-mib", "MiB of request bodies held at once, all requests together (503)",
+         parse_positive_int, default=d.body_budget_bytes // _MIB)
     managed = serve.add_argument_group(
         "self-managed certificates (all of --cert-secret, --webhook-config and --service turn it on)")
     _add(managed, "--cert-secret", "Secret holding the CA and serving certificate; the Lease holder creates and "
@@ -261,6 +280,7 @@ class ServeOptions:
     cert_target: CertTarget | None = None
     cert_sync_interval_s: float = 30.0
     workers: int = 1
+    limits: Limits = field(default_factory=Limits)
 
 
 def cert_target_from(args: argparse.Namespace, command: str) -> CertTarget | None:
@@ -284,6 +304,12 @@ def serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> S
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
         cert_target=cert_target, cert_sync_interval_s=args.cert_sync_interval_s, workers=args.workers,
+        limits=Limits(
+            max_connections=args.max_connections, tls_handshake_timeout_s=args.tls_handshake_timeout_s,
+            head_timeout_s=args.request_head_timeout_s, body_timeout_s=args.request_body_timeout_s,
+            max_header_bytes=args.max_header_bytes, max_headers=args.max_headers,
+            body_budget_bytes=args.max_buffered_body_mib * _MIB,
+        ),
     )
 
 

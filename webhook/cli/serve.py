@@ -1,10 +1,13 @@
-"""`serve`: wire the RayCluster source, TLS and the app together and run uvicorn over HTTPS.
+"""`serve`: wire the RayCluster source, TLS, the connection guard and the app together and run uvicorn.
+
+uvicorn is given no TLS settings: its protocol is `guard.GuardedProtocol`, which caps connections, does the
+TLS handshake itself with the reloading context and enforces the client limits (`--max-connections` ...).
 
 With `--workers N` (N > 1) uvicorn's supervisor forks N worker processes sharing the listening socket. Each
 worker builds its own app (`worker_app`, a factory that reads the settings from the RAY_FT_WEBHOOK_*
-variables the parent sets), its own RayCluster lookup and its own reloading TLS context
-(`worker_ssl_context`): module-level functions, because uvicorn pickles its configuration into the
-workers. The parent keeps the certificate sync (self-managed mode) and serves nothing.
+variables the parent sets), RayCluster lookup, reloading TLS context and guard: module-level functions,
+because uvicorn pickles its configuration into the workers. The parent keeps the certificate sync
+(self-managed mode) and serves nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import gc
 import logging
 import os
 import signal
-import ssl
 import time
 from typing import Any
 
 import uvicorn
 
+from webhook.admission import guard
 from webhook.admission.app import Health, create_app
 from webhook.admission.lookup import RayClusterLookup, StaticLookup
 from webhook.admission.metrics import Metrics
@@ -102,8 +105,10 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
                        on_load=metrics.cert_expiry.set)
     lookup = build_lookup(opts, metrics, api)
-    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics)
-    config = uvicorn.Config(app, ssl_context_factory=lambda _config, _default: tls.context, **_uvicorn_options(opts))
+    guard.install(guard.Guard(opts.limits, tls.context, metrics))
+    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
+                     opts.limits)
+    config = uvicorn.Config(app, http=guard.GuardedProtocol, **_uvicorn_options(opts))
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
@@ -133,7 +138,7 @@ def run_workers(opts: ServeOptions, settings: Settings) -> None:
                                "settings": _describe(settings)})
     try:
         uvicorn.run("webhook.cli.serve:worker_app", factory=True, workers=opts.workers,
-                    ssl_context_factory=worker_ssl_context, **_uvicorn_options(opts))
+                    http="webhook.admission.guard:GuardedProtocol", **_uvicorn_options(opts))
     finally:
         if sync is not None:
             sync.stop()
@@ -153,23 +158,18 @@ def _worker_setup() -> tuple[ServeOptions, Settings, Metrics]:
     return _worker["opts"], _worker["settings"], _worker["metrics"]
 
 
-def worker_ssl_context(_config: uvicorn.Config, _default: Any) -> ssl.SSLContext:
-    """uvicorn's ssl_context_factory in a worker: the worker's own ReloadingTLS."""
-    opts, _settings, metrics = _worker_setup()
+def worker_app() -> Any:
+    """uvicorn's app factory in a worker (called before the worker accepts): its own reloading TLS context and
+    guard, lookup (folder or watch cache) and app."""
+    opts, settings, metrics = _worker_setup()
     tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
                        on_load=metrics.cert_expiry.set)
-    _worker["tls"] = tls
-    return tls.context
-
-
-def worker_app() -> Any:
-    """uvicorn's app factory in a worker: its own lookup (folder or watch cache) and app."""
-    opts, settings, metrics = _worker_setup()
+    guard.install(guard.Guard(opts.limits, tls.context, metrics))
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None else None
     lookup = build_lookup(opts, metrics, api)
     log.info("worker serving", extra={"pid": os.getpid()})
-    app = create_app(lookup, settings, Health(certificate_valid=lambda: "tls" in _worker and _worker["tls"].valid(),
-                                              cache_synced=lookup.ready), metrics)
+    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
+                     opts.limits)
     _freeze_startup_heap()
     return app
 

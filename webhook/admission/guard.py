@@ -1,0 +1,284 @@
+"""The connection guard: what one stranger on the pod network can make the server hold is bounded.
+
+uvicorn has no connection cap, no TLS-handshake, request-head or body deadline and no header limits: a client
+that connects and says nothing, sends half a head, or stalls in its body holds memory for ever, and with
+`failurePolicy: Fail` an out-of-memory webhook blocks every Ray pod. `GuardedProtocol` is uvicorn's httptools
+protocol with those bounds added:
+
+- **connections**: at most `max_connections` at once, counted from accept (TLS handshakes included); one
+  more is closed at accept, before any TLS state is allocated for it;
+- **TLS**: the handshake is done here (`loop.start_tls`), so it is bounded by `tls_handshake_timeout_s`;
+- **request head**: complete within `head_timeout_s` of the connection (first request) or of its first
+  byte (later ones); at most `max_header_bytes` and `max_headers` -> 431 and close;
+- **request body**: complete within `body_timeout_s` of the end of its head.
+A deadline that passes answers 408 (when no response has started) and closes the connection. Every refusal
+is counted by reason (`ray_ft_webhook_connections_refused_total`). Idle keep-alive connections are closed
+by uvicorn's own `timeout_keep_alive`; the body's size limits live in the app (413, and 503 over the
+process-wide budget of buffered bodies).
+
+After a burst, freed TLS buffers stay in the C heap; when the last connection of a burst closes, glibc's
+`malloc_trim` gives them back to the system (skipped where there is no glibc).
+
+uvicorn builds protocols itself, so the per-process `Guard` is `install`ed before serving (in each worker
+with `--workers`), and every protocol reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import ssl
+import time
+from asyncio import TimerHandle
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from webhook.admission.limits import Limits
+from webhook.admission.metrics import Metrics
+
+
+class Guard:
+    """The per-process state every connection shares: limits, the TLS context, the open-connection count."""
+
+    def __init__(self, limits: Limits, tls_context: ssl.SSLContext, metrics: Metrics) -> None:
+        self.limits, self.tls_context, self.metrics = limits, tls_context, metrics
+        self.open = 0
+        self._refused: dict[str, Any] = {}
+        self._closed_since_trim = 0
+        self._trim_scheduled = False
+        metrics.connections_open.set_function(lambda: self.open)
+
+    def refuse(self, reason: str) -> None:
+        child = self._refused.get(reason)
+        if child is None:
+            child = self._refused[reason] = self.metrics.connections_refused.labels(reason)
+        child.inc()
+
+    def opened(self) -> None:
+        self.open += 1
+
+    def closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.open -= 1
+        self._closed_since_trim += 1
+        # After a burst (many connections closed, none left), return the freed buffers to the system once.
+        if self.open == 0 and self._closed_since_trim >= _TRIM_AFTER_CLOSES and not self._trim_scheduled:
+            self._trim_scheduled = True
+            loop.call_later(_TRIM_DELAY_S, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_scheduled = False
+        self._closed_since_trim = 0
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
+
+# A trim costs a few milliseconds of the event loop; only after bursts, and not more than once a second.
+_TRIM_AFTER_CLOSES = 64
+_TRIM_DELAY_S = 1.0
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _libc_malloc_trim()
+_installed: Guard | None = None
+
+
+def install(guard: Guard) -> None:
+    """Make `guard` the one every GuardedProtocol of this process uses (call before serving)."""
+    global _installed
+    _installed = guard
+
+
+def _response(status: int, reason: str, message: str) -> bytes:
+    body = message.encode("ascii")
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
+
+
+class _HeadersRefused(Exception):
+    """Raised in a parser callback to stop parsing a head that is over a limit (the reason is on the protocol)."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, over TLS done here, with the connection guard's limits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _installed is None:
+            raise RuntimeError("guard.install() must run before the server accepts connections")
+        self.guard = _installed
+        self._raw: asyncio.BaseTransport | None = None  # the TCP connection under TLS
+        self._counted = False  # this connection is in guard.open
+        self._ready = False  # TLS is up and uvicorn's connection_made has run
+        self._lost = False
+        self._tls_started = 0.0
+        self._early = bytearray()  # application data that arrived with the end of the handshake
+        self._deadline: TimerHandle | None = None
+        self._head_pending = True
+        self._head_bytes = 0
+        self._headers = 0
+        self._refusal: tuple[int, str, str, str] | None = None  # status, phrase, message, metric reason
+
+    # -- connection: cap, then TLS -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self.guard
+        if guard.open >= guard.limits.max_connections:
+            guard.refuse("connection_limit")
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        guard.opened()
+        self._counted = True
+        self._raw = transport
+        self._tls_started = time.monotonic()
+        # start_tls's first step (its TLS protocol takes over the socket) must run now, inside connection_made:
+        # uvloop starts reading as soon as connection_made returns, and the ClientHello must reach TLS, not us.
+        self._step_tls(self.loop.start_tls(transport, self, guard.tls_context, server_side=True,  # type: ignore[arg-type]
+                                           ssl_handshake_timeout=guard.limits.tls_handshake_timeout_s))
+
+    def _step_tls(self, coro: Coroutine[Any, Any, asyncio.BaseTransport | None]) -> None:
+        """Drive start_tls like a Task would: run it to its next wait, resume it when that wait is over."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration as done:
+            self._tls_ready(done.value)
+            return
+        except (OSError, ssl.SSLError, EOFError, TimeoutError):
+            elapsed = time.monotonic() - self._tls_started
+            timed_out = elapsed >= self.guard.limits.tls_handshake_timeout_s * 0.99
+            self.guard.refuse("tls_handshake_timeout" if timed_out else "tls_handshake_failed")
+            if self._raw is not None:
+                self._raw.abort()  # type: ignore[attr-defined]
+            self._release()
+            return
+        if waiting is None:  # a bare yield: try again on the next loop iteration
+            self.loop.call_soon(self._step_tls, coro)
+        else:
+            waiting.add_done_callback(lambda _: self._step_tls(coro))
+
+    def _tls_ready(self, tls: asyncio.BaseTransport | None) -> None:
+        if self._lost or tls is None:
+            return
+        super().connection_made(tls)  # type: ignore[arg-type]
+        self._ready = True
+        self._arm(self.guard.limits.head_timeout_s, "head_timeout")
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self.data_received(early)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._disarm()
+        if self._ready:
+            super().connection_lost(exc)
+        self._release()
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.guard.closed(self.loop)
+
+    # -- request head and body -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if not self._ready:  # decrypted with the handshake's last read, before start_tls returned
+            self._early += data
+            if len(self._early) > self.guard.limits.max_header_bytes:
+                self._refuse_head(431, "Request Header Fields Too Large", "request head over the size limit",
+                                  "header_bytes", early=True)
+            return
+        if self._head_pending:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_pending and self._head_bytes > self.guard.limits.max_header_bytes and self._refusal is None:
+            self._refuse_head(431, "Request Header Fields Too Large",
+                              f"request head over {self.guard.limits.max_header_bytes} bytes", "header_bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._headers = 0
+        if not self._head_pending:  # a later request on a kept-alive connection: its head deadline starts now
+            self._head_pending, self._head_bytes = True, 0
+            self._arm(self.guard.limits.head_timeout_s, "head_timeout")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        if self._headers > self.guard.limits.max_headers:
+            self._refusal = (431, "Request Header Fields Too Large",
+                             f"more than {self.guard.limits.max_headers} request headers", "header_count")
+            raise _HeadersRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_pending, self._head_bytes = False, 0
+        super().on_headers_complete()
+        self._arm(self.guard.limits.body_timeout_s, "body_timeout")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers a parser error with 400; a head refused by a limit gets its own status instead."""
+        if self._refusal is None:
+            self.guard.refuse("bad_request")
+            super().send_400_response(msg)
+            return
+        status, phrase, message, reason = self._refusal
+        self._refuse_head(status, phrase, message, reason)
+
+    def _refuse_head(self, status: int, phrase: str, message: str, reason: str, early: bool = False) -> None:
+        self._refusal = (status, phrase, message, reason)
+        self.guard.refuse(reason)
+        self._disarm()
+        transport = self.transport
+        if early or transport is None:
+            self._early = bytearray()
+            if self._raw is not None:
+                self._raw.abort()  # type: ignore[attr-defined]
+            return
+        if not transport.is_closing():
+            transport.write(_response(status, phrase, message))
+            transport.close()
+
+    # -- deadlines -----------------------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, reason)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, reason: str) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.guard.refuse(reason)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app may be waiting for the rest of the body: it sees a disconnect and writes nothing more.
+            started = cycle.response_started
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if started:
+                transport.close()
+                return
+        what = reason.replace("_", " ")
+        transport.write(_response(408, "Request Timeout", f"request not received within the {what}"))
+        transport.close()
