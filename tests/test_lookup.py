@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from tests.kuberay_objects import quickstart_raycluster, raycluster
+from testkit.kuberay_pods import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
 from webhook.admission.watch import WatchCache
 from webhook.common.errors import InputError
