@@ -7,9 +7,10 @@ tier checks it against the real operators field by field (tests/kuberay/test_pod
 drift. What it models, for a RayCluster without autoscaling, auth, top-level `resources`/`labels` or GPUs:
 
 - labels (KubeRay's seven, over the template's; v1.6.2 also `ray.io/worker-group-replica-index` on workers),
-  `generateName`, namespace and the controller ownerReference;
+  `generateName`, namespace, the controller ownerReference, and v1.6.2's `ray.io/kuberay-version` annotation
+  on the head (not its `ray.io/upgrade-strategy-recreate-hash`, a hash of the RayCluster's Go struct);
 - the Ray container (`containers[0]`): the `ray start` line built from rayStartParams (defaults added, keys
-  sorted, `num-cpus`/`memory` from the container's resources, each flag written as ` --key=value ` so
+  sorted (see below), `num-cpus`/`memory` from the container's resources, each flag written as ` --key=value ` so
   flags are two spaces apart), `ulimit -n 65536; <line>` in args[0] under the command `/bin/bash -c --`
   (v1.6.2) or `/bin/bash -lc --` (v1.2.2); the env KubeRay appends, in its order; the `metrics` port;
   the `/dev/shm` emptyDir and its mount;
@@ -19,10 +20,11 @@ drift. What it models, for a RayCluster without autoscaling, auth, top-level `re
   off), and with FT on the storage namespace (annotation and env), the worker's 600 s reconnect timeout and,
   from v1.3 on, the Redis env of `gcsFaultToleranceOptions`.
 
-Differences between the versions: the shell flag above; v1.2.2 gives every Ray container a `REDIS_PASSWORD`
-(empty unless rayStartParams has `redis-password`) and writes the FT annotations on workers too, v1.6.2 only
-on the head and adds RAY_CLUSTER_NAMESPACE; v1.6.2 takes `num-cpus` from the CPU request when there is no
-limit; the usage-stats tag names the version.
+Differences between the versions: the shell flag above; v1.2.2 writes the `ray start` flags in Go's map
+order, different from pod to pod (the model sorts them, as v1.6.2 does); v1.2.2 gives every Ray container a
+`REDIS_PASSWORD` (empty unless rayStartParams has `redis-password`) and writes the FT annotations on workers
+too, v1.6.2 only on the head and adds RAY_CLUSTER_NAMESPACE and the replica index label; v1.6.2 takes
+`num-cpus` from the CPU request when there is no limit; the usage-stats tag names the version.
 
 Not modelled: the liveness/readiness probes KubeRay adds, and the apiserver's defaults (image pull policy,
 termination message, DNS and scheduler fields, restartPolicy, port protocol, tolerations, ...), except
@@ -50,6 +52,9 @@ METRICS_PORT = 8080
 DASHBOARD_AGENT_LISTEN_PORT = "52365"
 WORKER_TIMEOUT_S = "600"
 FT_ENABLED = "ray.io/ft-enabled"
+KUBERAY_VERSION = "ray.io/kuberay-version"
+# v1.6.2 also writes a hash of the RayCluster's spec on its head pod; the model leaves it out.
+RECREATE_HASH = "ray.io/upgrade-strategy-recreate-hash"
 STORAGE_NAMESPACE = "ray.io/external-storage-namespace"
 # rayStartParams whose value "true"/"false" KubeRay writes as `--key=value` rather than as a bare switch.
 _VALUED_BOOLEANS = ("log-color", "include-dashboard")
@@ -182,6 +187,8 @@ def pod(cluster: dict[str, Any], role: str = "head", group: str = "small-group",
     fqdn = head_service_fqdn(cluster)
 
     annotations = dict((template.get("metadata") or {}).get("annotations") or {})
+    if head and version != LEGACY:
+        annotations[KUBERAY_VERSION] = version
     env = list(template_env)
     if kuberay_ft:
         annotations.update(_ft_annotations(cluster, head, version))
