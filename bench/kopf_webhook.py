@@ -5,7 +5,7 @@ webhook.core.raycluster.parse_raycluster from the same folder); everything aroun
 (kopf.WebhookServer with the same certificate; Python's default server context, TLS >= 1.2), its review
 parsing, handler execution, and its patch, which applies our ops to a deep copy of the pod and diffs it
 (kopf.Patch.as_json_patch). kopf cannot serve admissions without a Kubernetes API (it waits for its
-resource scan first), so bench/run.py runs it against the local control plane of tests/e2e.
+resource scan first), so bench/run.py runs it against the local control plane of hack/testkit/controlplane.py.
 
     KUBECONFIG=... BENCH_PORT=... BENCH_CERTS=DIR BENCH_RAYCLUSTERS=DIR \
         python -m kopf run --standalone --all-namespaces bench/kopf_webhook.py

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
+sys.path[:0] = [str(REPO), str(REPO / "hack"), str(REPO / "bench")]
 
 import base64  # noqa: E402
 
@@ -47,11 +47,11 @@ import jsonpatch  # noqa: E402
 import orjson  # noqa: E402
 import workload  # noqa: E402
 
-from tests.servers import free_port, make_certs, stop_process  # noqa: E402
+from testkit import processes  # noqa: E402
+from testkit.webhook import free_port, make_certs  # noqa: E402
 
 PY = sys.executable
 SERVER_CPU, CLIENT_CPU = "0", "1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 OUT = REPO / "build" / "bench"
 SECTIONS = ("main", "sizes", "clusters", "cold", "workers", "profile")
 SIZES = {"1 KB": 1024, "10 KB": 10 * 1024, "100 KB": 100 * 1024, "1 MB": 1024 * 1024}
@@ -66,51 +66,11 @@ def log(message: str) -> None:
 
 # -- processes --------------------------------------------------------------------------------------------
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (uvicorn workers, kopf has none, Go none)."""
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(tree.get(p, []))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime+stime of the live processes `pids`, in seconds."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
 def memory_mb(pids: list[int]) -> tuple[float, float]:
     """Summed VmRSS and VmHWM (peak) of `pids`, in MB."""
-    rss = hwm = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    hwm += int(line.split()[1])
+    rss = sum(processes.status_kib(pid, "VmRSS") for pid in pids)
+    hwm = sum(processes.status_kib(pid, "VmHWM") for pid in pids)
     return rss / 1024, hwm / 1024
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 @dataclass
@@ -133,32 +93,33 @@ class Server:
 
     def start(self, ca: Path, timeout: float = 120) -> Server:
         began = time.monotonic()
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.cmd], stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=self.cwd,
-                                         env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **self.env})
+        self.log.unlink(missing_ok=True)
+        proc = self.proc = processes.start(["taskset", "-c", self.cpus, *self.cmd], log=self.log, cwd=self.cwd,
+                                           env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **self.env})
         ready = workload.review({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ready", "namespace": "x"},
                                  "spec": {"containers": [{"name": "c"}]}}, "ready")
         with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), trust_env=False, timeout=5) as client:
-            while time.monotonic() - began < timeout:
-                if self.proc.poll() is not None:
-                    tail = self.log.read_text()[-3000:]
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.post(self.url, json=ready).status_code == 200:
-                        self.started_s = time.monotonic() - began
-                        return self
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
+            def answers() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                return client.post(self.url, json=ready).status_code == 200
+
+            try:
+                processes.wait_until(f"{self.name} to answer", answers, timeout, interval=0.1,
+                                     ignore=(httpx.HTTPError,))
+            except processes.WaitTimeout as exc:
+                self.stop()
+                raise RuntimeError(f"{exc}\n{self.log.read_text()[-3000:]}") from None
+        self.started_s = time.monotonic() - began
+        return self
 
     def pids(self) -> list[int]:
         assert self.proc is not None
-        return process_tree(self.proc.pid)
+        return processes.process_tree(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
+            processes.stop_process(self.proc)
 
 
 @contextlib.contextmanager
@@ -192,9 +153,9 @@ class Bench:
                "-requests", str(requests), "-duration", f"{duration}s", "-warmup", f"{self.warmup_s}s",
                "-rate", str(rate or self.rate)]
         pids = server.pids()
-        cpu0 = cpu_seconds(pids)
+        cpu0 = processes.cpu_seconds(pids)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + self.warmup_s + 60, check=False)
-        cpu = cpu_seconds(pids) - cpu0
+        cpu = processes.cpu_seconds(pids) - cpu0
         if done.returncode != 0:
             raise RuntimeError(f"loadgen failed: {done.stderr}")
         out: dict[str, Any] = json.loads(done.stdout)
@@ -202,7 +163,7 @@ class Bench:
         served = out["count"] + out["errors"] + out.get("warmup_count", 0)
         out.update(server=server.name, server_cpu_s=cpu, cpu_us_per_req=cpu / served * 1e6 if served else 0.0,
                    rss_mb=rss, hwm_mb=hwm, server_cpu_util=cpu / (out["duration_s"] + self.warmup_s),
-                   client_cpu_util=out["client_cpu_s"] / out["duration_s"], loadavg=loadavg())
+                   client_cpu_util=out["client_cpu_s"] / out["duration_s"], loadavg=processes.loadavg())
         if out["errors"]:
             log(f"{server.name} {mode}: {out['errors']} errors, e.g. {out.get('error_sample')}")
         return out
@@ -263,7 +224,7 @@ def main_section(bench: Bench, all_servers: dict[str, Server], bodies: Path, siz
     size_rows: list[dict[str, Any]] = []
     answers: dict[str, Any] = {}
     for name, server in all_servers.items():
-        log(f"{name}: starting ({' '.join(server.cmd[:4])} ...), load average {loadavg()}")
+        log(f"{name}: starting ({' '.join(server.cmd[:4])} ...), load average {processes.loadavg()}")
         with running(server, bench.ca):
             answers[name] = patched_pods(server, bench.ca, reviews)
             for mode in ("rate", "max"):
@@ -426,26 +387,18 @@ def control_plane(work: Path) -> Iterator[tuple[Path, Any]]:
     """The e2e tier's etcd + kube-apiserver (pinned to the load generator's core) with the RayCluster CRD."""
     from kubernetes import client, config
 
-    from tests.e2e.controlplane import RAYCLUSTER_CRD, ControlPlane
+    from testkit.controlplane import RAYCLUSTER_CRD, ControlPlane
+    from testkit.kube import wait_established
 
     (work / "controlplane").mkdir()
     cp = ControlPlane(base_dir=work / "controlplane")
     cp.start()
     try:
-        for pid in process_tree(os.getpid())[1:]:
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/comm").read_text().strip() in ("kube-apiserver", "etcd"):
-                    subprocess.run(["taskset", "-a", "-p", "-c", CLIENT_CPU, str(pid)], capture_output=True,
-                                   check=False)
+        for pid in cp.pids().values():  # kube-apiserver and etcd
+            subprocess.run(["taskset", "-a", "-p", "-c", CLIENT_CPU, str(pid)], capture_output=True, check=False)
         api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))
-        ext = client.ApiextensionsV1Api(api)
-        ext.create_custom_resource_definition(RAYCLUSTER_CRD)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            conditions = ext.read_custom_resource_definition("rayclusters.ray.io").status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            time.sleep(0.2)
+        client.ApiextensionsV1Api(api).create_custom_resource_definition(RAYCLUSTER_CRD)
+        wait_established(api, ["rayclusters.ray.io"])
         yield cp.admin_kubeconfig, api
     finally:
         cp.stop()
@@ -539,14 +492,15 @@ def environment() -> dict[str, str]:
                 if line.startswith("model name")), platform.processor())
     go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu": cpu, "cores": str(os.cpu_count()),
-            "kernel": platform.release(), "python": platform.python_version(), "go": go, "load_before": loadavg()}
+            "kernel": platform.release(), "python": platform.python_version(), "go": go,
+            "load_before": processes.loadavg()}
 
 
 def wait_quiet(limit_min: float, threshold: float) -> None:
     """Wait (bounded) for the 1-minute load average to drop under `threshold`; go on anyway after `limit_min`."""
     deadline = time.monotonic() + limit_min * 60
-    while float(loadavg().split()[0]) >= threshold and time.monotonic() < deadline:
-        log(f"waiting for a quiet machine: load average {loadavg()}")
+    while float(processes.loadavg().split()[0]) >= threshold and time.monotonic() < deadline:
+        log(f"waiting for a quiet machine: load average {processes.loadavg()}")
         time.sleep(20)
 
 
@@ -603,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             workers_section(bench, clusters, bodies)
         if "profile" in only:
             profile_section(bench, servers(bench, clusters, None)["ours"], bodies)
-    bench.results["environment"]["load_after"] = loadavg()
+    bench.results["environment"]["load_after"] = processes.loadavg()
     text = report(bench.results)
     (OUT / "results.json").write_text(json.dumps(bench.results, indent=1, default=str))
     (OUT / "report.md").write_text(text)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/watch_memory.py 0 1000 10000
 
-Starts the local control plane (tests/e2e/controlplane.py, binaries from hack/testbin.sh), creates N
+Starts the local control plane (hack/testkit/controlplane.py, binaries from hack/testbin.sh), creates N
 quick-start RayClusters, starts the real webhook against it and prints its VmRSS/VmHWM once it is ready.
 """
 
@@ -18,18 +18,20 @@ from pathlib import Path
 from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from tests.e2e.controlplane import RAYCLUSTER_CRD, ControlPlane  # noqa: E402
-from tests.kuberay_objects import quickstart_raycluster  # noqa: E402
-from tests.servers import start_webhook  # noqa: E402
+from testkit.controlplane import RAYCLUSTER_CRD, ControlPlane  # noqa: E402
+from testkit.kube import wait_established  # noqa: E402
+from testkit.kuberay_pods import quickstart_raycluster  # noqa: E402
+from testkit.processes import status_kib  # noqa: E402
+from testkit.webhook import start_webhook  # noqa: E402
 
 
 def measure(count: int) -> dict[str, int]:
     with ControlPlane() as cp:
         api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))
         client.ApiextensionsV1Api(api).create_custom_resource_definition(RAYCLUSTER_CRD)
-        time.sleep(3)  # the CRD becomes Established
+        wait_established(api, ["rayclusters.ray.io"])
         custom = client.CustomObjectsApi(api)
         base = quickstart_raycluster()
         del base["metadata"]["uid"]
@@ -44,9 +46,7 @@ def measure(count: int) -> dict[str, int]:
         hook = start_webhook(Path(tempfile.mkdtemp()), ["--kubeconfig", str(cp.admin_kubeconfig)], ready_timeout=180)
         try:
             time.sleep(2)
-            status = Path(f"/proc/{hook.proc.pid}/status").read_text().splitlines()
-            return {line.split(":")[0]: int(line.split()[1]) // 1024 for line in status
-                    if line.startswith(("VmRSS", "VmHWM"))}
+            return {key: status_kib(hook.proc.pid, key) // 1024 for key in ("VmRSS", "VmHWM")}
         finally:
             hook.stop()
 

@@ -1,4 +1,4 @@
-"""The benchmark's inputs: RayClusters and realistic AdmissionReviews of KubeRay pods (tests/kuberay_objects.py).
+"""The benchmark's inputs: RayClusters and realistic AdmissionReviews of KubeRay pods (hack/testkit/kuberay_pods.py).
 
 The mix the servers get: three FT RayClusters (FT through our annotations, through
 `gcsFaultToleranceOptions`, and through the admin's defaults), one with FT off, and plain non-Ray pods;
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tests.kuberay_objects import env_secret, pod, raycluster
+from testkit.kuberay_pods import env_secret, pod, raycluster
 
 NAMESPACE = "bench"
 FILLERS_PER_FILE = 500

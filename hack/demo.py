@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the harness lives in tests/, which is not an installed package
+sys.path[:0] = [str(REPO), str(REPO / "hack")]  # testkit lives in hack/, which is not an installed package
 
 from kubernetes import client, config  # noqa: E402
 
-from tests.e2e.conftest import Webhook, webhook_configuration  # noqa: E402
-from tests.e2e.controlplane import TESTBIN_SCRIPT, ControlPlane  # noqa: E402
-from tests.kuberay import harness  # noqa: E402
+from testkit import kube, processes  # noqa: E402
+from testkit import kuberay as harness  # noqa: E402
+from testkit.controlplane import ControlPlane, install_webhook_identity  # noqa: E402
+from testkit.paths import TESTBIN_SCRIPT  # noqa: E402
+from testkit.webhook import Webhook  # noqa: E402
 
 NAMESPACE = "default"
 # The admin's defaults point at the sample's own Redis, so the annotation-only cluster gets a working setup.
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     operator: harness.OperatorProcess | None = None
     try:
         with step("building what is missing: etcd, kube-apiserver, kube-controller-manager, kubectl (hack/testbin.sh)"):
-            testbin = Path(harness.run_script(
+            testbin = Path(processes.run_script(
                 TESTBIN_SCRIPT, ["kube-apiserver", "etcd", "kube-controller-manager", "kubectl"]
             ).strip())
         with step(f"building what is missing: KubeRay's operator {args.version} (hack/kuberay.sh)"):
@@ -82,16 +84,16 @@ def main(argv: list[str] | None = None) -> int:
             cp = ControlPlane(testbin, with_controller_manager=True, base_dir=tmp)
             cp.start()
         api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))
-        dyn = harness.dynamic_client(api, tmp)
+        dyn = kube.dynamic_client(api, tmp)
         with step(f"installing KubeRay {args.version}'s CRDs (server-side apply; they are ~4 MB)"):
             harness.install_crds(api, dyn, kuberay)
 
         with step("starting the webhook as its own identity and registering it from manifests/"):
-            identity = harness.install_webhook_identity(cp, api, dyn, tmp / "webhook.kubeconfig")
+            identity = install_webhook_identity(cp, api, dyn, tmp / "webhook.kubeconfig")
             hook = Webhook(tmp / "webhook", ["--kubeconfig", str(identity), *ADMIN_ARGS])
             hook.start()
-            mwc = webhook_configuration(f"https://127.0.0.1:{hook.port}/mutate", hook.ca_pem)
-            client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(cast(Any, mwc))
+            registration = client.AdmissionregistrationV1Api(api)
+            registration.create_mutating_webhook_configuration(cast(Any, hook.configuration()))
             harness.wait_until_called(api)
 
         with step(f"starting KubeRay's operator {args.version} as {harness.OPERATOR_USER}"):
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [sample_rc["metadata"]["name"], ANNOTATION_ONLY]
         with step(f"applying {harness.SAMPLE} and {ANNOTATION_ONLY}; waiting for KubeRay's pods"):
             for obj in [*others, sample_rc, variant]:
-                harness.apply(dyn, obj, NAMESPACE)
+                kube.apply(dyn, obj, NAMESPACE)
             pods = {name: harness.wait_for_ray_pods(api, NAMESPACE, name) for name in names}
 
         print(f"\nKubeRay {args.version} created these pods; the webhook runs with {' '.join(ADMIN_ARGS)}.")

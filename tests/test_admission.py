@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.kuberay_objects import pod, quickstart_raycluster
+from testkit.kuberay_pods import pod, quickstart_raycluster
 from webhook.admission import review
 from webhook.admission.handler import Admission
 from webhook.admission.lookup import LookupFailed

@@ -14,7 +14,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from testkit.kuberay_pods import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
 from webhook.cli.render import render
 from webhook.core.settings import SecretRef, Settings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.kuberay_objects import pod, quickstart_raycluster
+from testkit.kuberay_pods import pod, quickstart_raycluster
 from webhook.cli.render import render
 from webhook.common.manifests import load_one
 from webhook.core.settings import Settings

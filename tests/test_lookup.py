@@ -14,7 +14,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
-from tests.kuberay_objects import quickstart_raycluster, raycluster
+from testkit.kuberay_pods import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
 from webhook.admission.watch import WatchCache, _describe
 from webhook.common.errors import InputError

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.tools import REPO, kubectl
+from testkit.ci import kubectl
+from testkit.paths import REPO
 
 OVERLAYS = ["cert-manager", "self-managed"]
 # The Kubernetes minor of the e2e control plane (hack/testbin/kube/go.mod); schemas of the same version.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.kuberay_objects import QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
+from testkit.kuberay_pods import QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
 from webhook.cli.render import Rendered, render
 from webhook.core.settings import SecretRef, Settings
 
@@ -258,7 +258,7 @@ def test_worker_gets_nothing_else() -> None:
     assert set(env_of(result)) - set(env_of(run(raycluster(), "worker"))) == {"RAY_gcs_rpc_server_reconnect_timeout_s"}
     assert annotations_of(result) == {"ray-ft-webhook.io/injected": "RAY_gcs_rpc_server_reconnect_timeout_s"}
     init_env = result.pod["spec"]["initContainers"][0]["env"]
-    assert [e["name"] for e in init_env] == ["FQ_RAY_IP"]
+    assert [e["name"] for e in init_env] == ["FQ_RAY_IP", "RAY_IP"]
 
 
 def test_golden_head_ops_with_options() -> None:
@@ -267,8 +267,9 @@ def test_golden_head_ops_with_options() -> None:
     p["metadata"]["annotations"] = {"team/owner": "ml"}
     gen_index = [e["name"] for e in p["spec"]["containers"][0]["env"]].index("KUBERAY_GEN_RAY_START_CMD")
     result = render(cluster, p, Settings())
-    cmd = "ray start --head --redis-password=$REDIS_PASSWORD --block --dashboard-agent-listen-port=52365 " \
-          "--dashboard-host=0.0.0.0 --metrics-export-port=8080 --num-cpus=0 "
+    # KubeRay writes each flag as ` --key=value `, so its flags are two spaces apart.
+    cmd = "ray start --head --redis-password=$REDIS_PASSWORD  --block  --dashboard-agent-listen-port=52365  " \
+          "--dashboard-host=0.0.0.0  --metrics-export-port=8080  --num-cpus=0 "
     assert result.patch == [
         {"op": "add", "path": "/metadata/annotations/ray.io~1ft-enabled", "value": "true"},
         {"op": "add", "path": "/metadata/annotations/ray.io~1external-storage-namespace", "value": QUICKSTART_UID},

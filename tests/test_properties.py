@@ -17,7 +17,7 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.kuberay_objects import pod, raycluster
+from testkit.kuberay_pods import pod, raycluster
 from webhook.cli.render import render
 from webhook.core.settings import SecretRef, Settings
 

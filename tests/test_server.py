@@ -20,8 +20,8 @@ import jsonpatch
 import pytest
 import yaml
 
-from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
-from tests.servers import WebhookProcess, start_webhook
+from testkit.kuberay_pods import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from testkit.webhook import WebhookProcess, start_webhook
 from webhook.admission.limits import MAX_BODY_BYTES
 
 BAD_CLUSTER = raycluster(

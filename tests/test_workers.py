@@ -14,8 +14,9 @@ import jsonpatch
 import pytest
 import yaml
 
-from tests.kuberay_objects import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
-from tests.servers import WebhookProcess, start_webhook
+from testkit.kuberay_pods import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from testkit.processes import children, cmdline, is_running
+from testkit.webhook import WebhookProcess, start_webhook
 from webhook.cli import options as cli
 from webhook.core.settings import LookupFailure, SecretRef
 
@@ -28,22 +29,8 @@ def review(obj: dict, uid: str) -> dict:
         "namespace": "default", "object": obj}}
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
 def is_worker(pid: int) -> bool:
-    try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    return any("spawn_main" in arg for arg in cmdline(pid))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +86,7 @@ def test_sigterm_stops_parent_and_workers(tmp_path: Path) -> None:
     workers = [pid for pid in children(hook.proc.pid) if is_worker(pid)]
     assert len(workers) == 2
     assert hook.stop() == 0, hook.logs()
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and is_worker(pid)]
+    assert not [pid for pid in workers if is_running(pid) and is_worker(pid)]
 
 
 def test_bad_folder_fails_before_forking(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.conftest import WEBHOOK_NAMESPACE, Webhook, wait_for
-from tests.kuberay_objects import pod, quickstart_raycluster, raycluster
-from tests.servers import make_certs
+from testkit.kube import wait_for
+from testkit.kuberay_pods import pod, quickstart_raycluster, raycluster
+from testkit.webhook import WEBHOOK_NAMESPACE, Webhook, make_certs
 from webhook.certs import generate as certs
 from webhook.cli.render import render
 from webhook.core.settings import SecretRef, Settings

@@ -26,11 +26,13 @@ from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.conftest import MANIFESTS, WEBHOOK_NAMESPACE, manifest, wait_for
-from tests.e2e.controlplane import ControlPlane
-from tests.kuberay_objects import pod, quickstart_raycluster
-from tests.servers import free_port, stop_process
-from tests.tools import kubectl
+from testkit.ci import kubectl
+from testkit.controlplane import ControlPlane
+from testkit.kube import wait_for
+from testkit.kuberay_pods import pod, quickstart_raycluster
+from testkit.paths import MANIFESTS
+from testkit.processes import start, stop_process
+from testkit.webhook import WEBHOOK_NAMESPACE, free_port, manifest
 from webhook.certs import rotation
 from webhook.certs.sync import CertSync, CertTarget
 
@@ -98,7 +100,7 @@ class Replica:
                 ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         return stop_process(self.proc)
 
 
@@ -148,9 +150,7 @@ def replicas(controlplane: ControlPlane, admin: client.ApiClient, self_managed_r
                "--tls-key", str(folder / "tls.key"), "--cert-secret", SECRET, "--webhook-config", SM_CONFIG,
                "--service", "ray-ft-webhook", "--cert-namespace", WEBHOOK_NAMESPACE, "--cert-sync-interval-s", "2",
                "--cert-ips", "127.0.0.1"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "POD_NAME": name, "NO_PROXY": "127.0.0.1"})
+        proc = start(cmd, log=log, env={**os.environ, "POD_NAME": name, "NO_PROXY": "127.0.0.1"})
         started.append(Replica(name, port, proc, log, folder / "tls.crt"))
     try:
         for replica in started:

@@ -27,7 +27,8 @@ from typing import NoReturn
 import httpx
 import pytest
 
-from tests.servers import free_port, make_certs
+from testkit import processes
+from testkit.webhook import free_port, make_certs
 from webhook.cli.render import render
 from webhook.common.manifests import load_one
 from webhook.core.settings import Settings
@@ -150,18 +151,21 @@ def start(podman: Podman, tls_dir: Path) -> Container:
     if run.returncode != 0:
         pytest.fail(f"podman run failed (exit {run.returncode}): {run.stderr.strip()}", pytrace=False)
     container = Container(podman, run.stdout.strip(), port, tls_dir / "ca.crt")
-    deadline = time.monotonic() + READY_TIMEOUT_S
     with container.client() as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if client.get("/readyz").status_code == 200:
-                    return container
+        def ready() -> bool:
             if container.inspect(".State.Running") != "true":
-                break
-            time.sleep(0.25)
+                raise processes.WaitTimeout("the container stopped")
+            return client.get("/readyz").status_code == 200
+
+        try:
+            processes.wait_until("the container's /readyz", ready, READY_TIMEOUT_S, interval=0.25,
+                                 ignore=(httpx.TransportError,))
+            return container
+        except processes.WaitTimeout as exc:
+            failure = str(exc)
     logs = container.logs()
     container.remove()
-    pytest.fail(f"the container did not become ready in {READY_TIMEOUT_S} s:\n{logs}", pytrace=False)
+    pytest.fail(f"{failure}:\n{logs}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +186,11 @@ def test_runs_as_non_root_without_privileges(podman: Podman, webhook: Container)
     """Checked on the running webhook process itself (rootful podman: container uids are host uids)."""
     assert podman("image", "inspect", "--format", "{{.Config.User}}", podman.image).stdout.strip() == f"{UID}:{UID}"
     pid = webhook.inspect(".State.Pid")
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    status = processes.status(int(pid))
     assert status["Uid"].split() == [str(UID)] * 4, status["Uid"]
     assert status["Gid"].split() == [str(UID)] * 4, status["Gid"]
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
-    assert status["NoNewPrivs"].strip() == "1"
+    assert status["NoNewPrivs"] == "1"
     root = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
             if line.split()[4] == "/"]
     assert root and "ro" in root[-1][5].split(","), root

@@ -2,8 +2,8 @@
 
 One control plane with kube-controller-manager (its Job controller runs KubeRay's Redis cleanup Jobs), the
 webhook as the real `serve` with the admin defaults of the e2e tier, registered from manifests/ like there,
-and an observer webhook that records each Ray pod as KubeRay submitted it (see harness.py). Then, per pinned
-KubeRay version (hack/kuberay/): that release's CRDs and RBAC, a fresh namespace with the release's
+and an observer webhook that records each Ray pod as KubeRay submitted it (hack/testkit/kuberay.py). Then,
+per pinned KubeRay version (hack/kuberay/): that release's CRDs and RBAC, a fresh namespace with the release's
 `ray-cluster.external-redis.yaml` (everything but the RayCluster), and a fresh operator process running as
 its own least-privilege identity.
 
@@ -27,11 +27,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from tests.e2e.conftest import ADMIN_ARGS, Webhook, webhook_configuration
-from tests.e2e.controlplane import ControlPlane, ControlPlaneError
-from tests.kuberay import harness
-from tests.kuberay.harness import KubeRay, KubeRayError, Observer, OperatorProcess
-from tests.tools import in_ci
+from testkit import kube
+from testkit import kuberay as harness
+from testkit.ci import in_ci
+from testkit.controlplane import ControlPlane, ControlPlaneError, install_webhook_identity
+from testkit.kuberay import KubeRay, KubeRayError, Observer, OperatorProcess
+from testkit.webhook import ADMIN_ARGS, Webhook
 
 NO_GO = ("KubeRay tier skipped: no Go toolchain to build the control plane and the KubeRay operator "
          "(install Go, or run with CI=true)")
@@ -126,7 +127,7 @@ def kr_admin(kr_controlplane: ControlPlane) -> client.ApiClient:
 
 @pytest.fixture(scope="session")
 def kr_dynamic(kr_admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> DynamicClient:
-    return harness.dynamic_client(kr_admin, tmp_path_factory.mktemp("discovery"))
+    return kube.dynamic_client(kr_admin, tmp_path_factory.mktemp("discovery"))
 
 
 @pytest.fixture(scope="session")
@@ -143,13 +144,12 @@ def kr_webhook(kr_controlplane: ControlPlane, kr_admin: client.ApiClient, kr_dyn
                tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
                kr_report: TierReport) -> Iterator[Webhook]:
     """The real `serve`, as its own identity (manifests/base RBAC), registered from manifests/ (url + caBundle)."""
-    identity = harness.install_webhook_identity(
+    identity = install_webhook_identity(
         kr_controlplane, kr_admin, kr_dynamic, tmp_path_factory.mktemp("identity") / "webhook.kubeconfig"
     )
     hook = Webhook(tmp_path_factory.mktemp("webhook"), ["--kubeconfig", str(identity), *ADMIN_ARGS])
     hook.start()
-    mwc = webhook_configuration(f"https://127.0.0.1:{hook.port}/mutate", hook.ca_pem)
-    client.AdmissionregistrationV1Api(kr_admin).create_mutating_webhook_configuration(cast(Any, mwc))
+    client.AdmissionregistrationV1Api(kr_admin).create_mutating_webhook_configuration(cast(Any, hook.configuration()))
     yield hook
     if hook.process is not None:
         kr_report.peak_rss["webhook"] = harness.peak_rss_bytes(hook.process.proc.pid)
@@ -189,7 +189,7 @@ class Stack:
 
     def apply_cluster(self, form: str, rc: dict[str, Any]) -> dict[str, Any]:
         self.clusters[form] = rc["metadata"]["name"]
-        return harness.apply(self.dyn, copy.deepcopy(rc), self.namespace)
+        return kube.apply(self.dyn, copy.deepcopy(rc), self.namespace)
 
 
 @pytest.fixture(scope="session", params=harness.pinned_versions())
@@ -216,10 +216,10 @@ def kuberay(request: pytest.FixtureRequest, kr_controlplane: ControlPlane, kr_ad
     kr_report.startup[f"webhooks called {version}"] = time.monotonic() - began
 
     namespace = f"kuberay-{version.replace('.', '-')}"
-    harness.ensure_namespace(kr_admin, namespace)
+    kube.ensure_namespace(kr_admin, namespace)
     sample_rc, others = harness.split_sample(kr.sample())
     for obj in others:  # Redis Deployment, Service, ConfigMaps, the password Secret
-        harness.apply(kr_dynamic, obj, namespace)
+        kube.apply(kr_dynamic, obj, namespace)
     client.CoreV1Api(kr_admin).create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="redis-admin"), string_data={"pw": "admin-default"}
     ))

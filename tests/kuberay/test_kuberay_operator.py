@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import ADMIN_ARGS, Webhook, wait_for
-from tests.kuberay.conftest import NO_GO, Stack, TierReport
-from tests.kuberay.harness import (
+from testkit.ci import in_ci
+from testkit.kube import wait_for
+from testkit.kuberay import (
     FT_FINALIZER,
     FT_FLAGS,
     GEN_CMD,
@@ -33,7 +33,9 @@ from tests.kuberay.harness import (
     wait_for_ray_pods,
     without_redis_settings,
 )
-from tests.tools import in_ci
+from testkit.webhook import ADMIN_ARGS, Webhook
+
+from .conftest import NO_GO, Stack, TierReport
 
 pytestmark = pytest.mark.kuberay
 

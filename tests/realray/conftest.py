@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .harness import Tier, missing_prerequisites
+from .cluster import Tier
+from .node import missing_prerequisites
 
 INSTALL_HINT = "bash hack/install-realray.sh"
 

@@ -25,7 +25,9 @@ from webhook.cli.render import Rendered, render
 from webhook.core.settings import Settings
 
 from . import fixtures as fx
-from .harness import Cluster, Container, DriverResult, Tier
+from .cluster import Cluster, Tier
+from .container import Container
+from .driver import DriverResult
 
 pytestmark = pytest.mark.realray
 

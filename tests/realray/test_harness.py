@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from testkit import kuberay_pods
+
 from . import fixtures as fx
-from .harness import (
-    Container,
-    HarnessError,
-    NodePorts,
-    adapt_command,
-    adapt_env,
-    resolve_env,
-)
+from .container import Container, HarnessError, resolve_env
+from .node import NodePorts, adapt_command, adapt_env
 
 SECRETS = {(fx.SECRET, fx.SECRET_KEY): "pw-from-secret"}
 HEAD_PORTS = NodePorts(flags={"--node-manager-port": 20001, "--metrics-export-port": 20006, "--port": 20007})
@@ -74,7 +70,7 @@ def test_head_command_keeps_password_flag_and_replaces_ports() -> None:
 
 def test_worker_command_points_at_the_head_gcs() -> None:
     line = adapt_command(_worker().command, "worker", WORKER_PORTS, head_gcs_port=20007, num_cpus=1)
-    assert "--address=127.0.0.1:20007" in line and fx.HEAD_SERVICE_FQDN not in line
+    assert "--address=127.0.0.1:20007" in line and kuberay_pods.head_service_fqdn(fx.raycluster()) not in line
     assert "--num-cpus=1" in line and "--min-worker-port=15000" in line
 
 

@@ -18,37 +18,29 @@ import http.client
 import json
 import os
 import re
-import signal
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests.e2e.conftest import WEBHOOK_NAMESPACE, manifest, wait_for, webhook_configuration
-from tests.e2e.conftest import wait_until_called as e2e_wait_until_called
-from tests.e2e.controlplane import WEBHOOK_USER, ControlPlane, free_ports
-from tests.servers import make_certs
-
-REPO = Path(__file__).resolve().parents[2]
-KUBERAY_SCRIPT = REPO / "hack" / "kuberay.sh"
-WRAPPERS = REPO / "hack" / "kuberay"
+from testkit import kube, processes
+from testkit.controlplane import ControlPlane
+from testkit.paths import KUBERAY_SCRIPT, KUBERAY_WRAPPERS, cache_dir
+from testkit.webhook import free_port, make_certs, webhook_configuration
 
 # The operator's own identity: a ServiceAccount name, presented as a client certificate.
 OPERATOR_NAMESPACE = "ray-system"
 OPERATOR_SERVICE_ACCOUNT = "kuberay-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
-FIELD_MANAGER = "ray-ft-webhook-tests"
 
 SAMPLE = "ray-cluster.external-redis.yaml"
 FT_FINALIZER = "ray.io/gcs-ft-redis-cleanup-finalizer"
@@ -82,7 +74,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 def pinned_versions() -> list[str]:
     """The versions with a wrapper module in hack/kuberay/, oldest first (what hack/kuberay.sh builds)."""
-    return sorted((p.parent.name for p in WRAPPERS.glob("v*/go.mod")), key=version_tuple)
+    return sorted((p.parent.name for p in KUBERAY_WRAPPERS.glob("v*/go.mod")), key=version_tuple)
 
 
 def supports_options(version: str) -> bool:
@@ -91,28 +83,7 @@ def supports_options(version: str) -> bool:
 
 
 def _cache_dir(version: str) -> Path:
-    root = os.environ.get("RAY_FT_WEBHOOK_CACHE") or str(Path.home() / ".cache" / "ray-ft-webhook")
-    return Path(root) / "kuberay" / version
-
-
-def run_script(script: Path, args: Sequence[str]) -> str:
-    """Run a hack/ build script in its own session; progress passes through on stderr, stdout is returned.
-
-    On an interrupt the script gets SIGTERM by PID, which it handles by stopping its build's process group.
-    """
-    proc = subprocess.Popen(
-        ["bash", str(script), *args], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise KubeRayError(f"{script.name} {' '.join(args)} failed with exit code {proc.returncode} (see stderr)")
-    return out
+    return cache_dir() / "kuberay" / version
 
 
 @dataclass(frozen=True)
@@ -148,9 +119,16 @@ class KubeRay(KubeRayModule):
     built_now: bool = False
 
 
+def _run_script(args: list[str]) -> str:
+    try:
+        return processes.run_script(KUBERAY_SCRIPT, args)
+    except processes.CommandFailed as exc:
+        raise KubeRayError(str(exc)) from None
+
+
 def module(version: str) -> KubeRayModule:
     """The release's module source folder (downloaded if needed, checked against the wrapper's go.sum)."""
-    source = Path(run_script(KUBERAY_SCRIPT, ["--source", version]).strip())
+    source = Path(_run_script(["--source", version]).strip())
     if not (source / "config" / "crd" / "bases").is_dir():
         raise KubeRayError(f"hack/kuberay.sh --source {version} gave {source}, which has no config/crd/bases")
     return KubeRayModule(version, source)
@@ -160,7 +138,7 @@ def build(version: str) -> KubeRay:
     """The operator at `version`, built by hack/kuberay.sh if missing (minutes), and its module source folder."""
     was_there = os.access(_cache_dir(version) / "ray-operator", os.X_OK)
     began = time.monotonic()
-    folder = run_script(KUBERAY_SCRIPT, [version]).strip()
+    folder = _run_script([version]).strip()
     seconds = time.monotonic() - began
     binary = Path(folder) / "ray-operator"
     if not os.access(binary, os.X_OK):
@@ -171,55 +149,17 @@ def build(version: str) -> KubeRay:
 # -- applying objects ------------------------------------------------------------------------------------------
 
 
-def dynamic_client(api: client.ApiClient, cache_dir: Path) -> DynamicClient:
-    """A dynamic client whose discovery cache lives in `cache_dir` (not in /tmp, where it would outlive us)."""
-    return DynamicClient(api, cache_file=str(cache_dir / "discovery.json"))
-
-
-def apply(dyn: DynamicClient, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
-    """Server-side apply (the KubeRay CRDs are too large for client-side apply's last-applied annotation)."""
-    try:
-        resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-    except ResourceNotFoundError:  # a CRD installed a moment ago: discovery has to be read again
-        dyn.resources.invalidate_cache()
-        resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-    body = copy.deepcopy(obj)
-    if resource.namespaced:
-        body["metadata"]["namespace"] = namespace or body["metadata"].get("namespace") or "default"
-    result = dyn.server_side_apply(
-        resource, body=body, namespace=body["metadata"].get("namespace"), field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
-    return result.to_dict()
-
-
 def install_crds(api: client.ApiClient, dyn: DynamicClient, kuberay: KubeRayModule, timeout: float = 60) -> None:
     """Apply the release's CRDs (replacing another release's) and wait until each is Established."""
-    ext = client.ApiextensionsV1Api(api)
-    names = [apply(dyn, crd)["metadata"]["name"] for crd in kuberay.crds()]
-
-    def established() -> bool:
-        for name in names:
-            status = ext.read_custom_resource_definition(name).status
-            conds = (status.conditions if status is not None else None) or []
-            if not any(c.type == "Established" and c.status == "True" for c in conds):
-                return False
-        return True
-
-    wait_for(f"KubeRay {kuberay.version}'s CRDs to be established", established, timeout=timeout)
+    kube.wait_established(api, [kube.apply(dyn, crd)["metadata"]["name"] for crd in kuberay.crds()], timeout)
     dyn.resources.invalidate_cache()
-
-
-def ensure_namespace(api: client.ApiClient, name: str) -> None:
-    with contextlib.suppress(ApiException):
-        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
 
 def install_operator_identity(cp: ControlPlane, api: client.ApiClient, dyn: DynamicClient,
                               kuberay: KubeRayModule, path: Path) -> Path:
     """Bind the release's own ClusterRole (config/rbac/role.yaml) to the operator's identity; its kubeconfig."""
-    ensure_namespace(api, OPERATOR_NAMESPACE)
-    role = apply(dyn, kuberay.cluster_role())
+    kube.ensure_namespace(api, OPERATOR_NAMESPACE)
+    role = kube.apply(dyn, kuberay.cluster_role())
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
@@ -227,21 +167,13 @@ def install_operator_identity(cp: ControlPlane, api: client.ApiClient, dyn: Dyna
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
         "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
     }
-    apply(dyn, binding)
+    kube.apply(dyn, binding)
     return cp.write_kubeconfig(path, OPERATOR_USER)
 
 
-def install_webhook_identity(cp: ControlPlane, api: client.ApiClient, dyn: DynamicClient, path: Path) -> Path:
-    """The webhook's namespace and RBAC from manifests/base, and a kubeconfig for its identity."""
-    ensure_namespace(api, WEBHOOK_NAMESPACE)
-    for obj in manifest("base/rbac.yaml"):
-        apply(dyn, obj)
-    return cp.write_kubeconfig(path, WEBHOOK_USER)
-
-
 def wait_until_called(api: client.ApiClient, observer: Observer | None = None, timeout: float = 60) -> None:
-    """Until the apiserver calls our webhook (and the observer, when given): tests.e2e's wait, observed."""
-    e2e_wait_until_called(api, (lambda: observer.dry_runs) if observer is not None else None, timeout)
+    """Until the apiserver calls our webhook (and the observer, when given)."""
+    kube.wait_until_called(api, (lambda: observer.dry_runs) if observer is not None else None, timeout)
 
 
 # -- the operator process --------------------------------------------------------------------------------------
@@ -254,13 +186,12 @@ class OperatorProcess:
         self.kuberay, self.kubeconfig, self.workdir = kuberay, kubeconfig, workdir
         self.log_path = workdir / f"ray-operator-{kuberay.version}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
         self.probe_port = 0
         self.startup_seconds = 0.0
         self.peak_rss_bytes = 0
 
     def start(self, ready_timeout: float = 60) -> None:
-        (self.probe_port,) = free_ports(1)
+        self.probe_port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "ENABLE_GCS_FT_REDIS_CLEANUP")}
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         args = [
@@ -270,44 +201,32 @@ class OperatorProcess:
             "--metrics-addr=0",  # 0 turns controller-runtime's metrics server off
             f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
         ]
-        self._log = self.log_path.open("ab")
         began = time.monotonic()
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self.workdir, env=env, start_new_session=True)
-        deadline = began + ready_timeout
-        last = "no answer yet"
-        while True:
-            if self.proc.poll() is not None:
-                raise KubeRayError(f"ray-operator {self.kuberay.version} exited with {self.proc.returncode}:\n"
+        proc = self.proc = processes.start(args, log=self.log_path, env=env, cwd=self.workdir)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise KubeRayError(f"ray-operator {self.kuberay.version} exited with {proc.returncode}:\n"
                                    f"{self.logs(40)}")
             conn = http.client.HTTPConnection("127.0.0.1", self.probe_port, timeout=2)
             try:
                 conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except (OSError, http.client.HTTPException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                return conn.getresponse().status == 200
             finally:
                 conn.close()
-            if time.monotonic() > deadline:
-                self.stop()
-                raise KubeRayError(f"ray-operator {self.kuberay.version} not ready after {ready_timeout:.0f} s "
-                                   f"({last}):\n{self.logs(40)}")
-            time.sleep(0.2)
+
+        try:
+            processes.wait_until(f"ray-operator {self.kuberay.version}'s /readyz", ready, ready_timeout,
+                                 ignore=(OSError, http.client.HTTPException))
+        except processes.WaitTimeout as exc:
+            self.stop()
+            raise KubeRayError(f"{exc}:\n{self.logs(40)}") from None
         self.startup_seconds = time.monotonic() - began
 
     def stop(self, timeout: float = 10) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.peak_rss_bytes = peak_rss_bytes(self.proc.pid)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+            processes.stop_process(self.proc, timeout)
 
     @property
     def pid(self) -> int | None:
@@ -320,14 +239,8 @@ class OperatorProcess:
 
 
 def peak_rss_bytes(pid: int) -> int:
-    """The peak resident set of a live process (VmHWM), from /proc; 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    """The peak resident set of a live process (VmHWM); 0 when it is gone."""
+    return processes.status_kib(pid, "VmHWM") * 1024
 
 
 # -- the observer webhook --------------------------------------------------------------------------------------
@@ -520,7 +433,7 @@ def ray_pods(api: client.ApiClient, namespace: str, cluster: str) -> dict[str, d
 def wait_for_ray_pods(api: client.ApiClient, namespace: str, cluster: str,
                       timeout: float = 90) -> dict[str, dict[str, Any]]:
     """Wait until KubeRay has created the head and the worker pod (both stay Pending: there is no kubelet)."""
-    return wait_for(
+    return kube.wait_for(
         f"KubeRay to create the head and worker pods of {namespace}/{cluster}",
         lambda: (pods := ray_pods(api, namespace, cluster)) and len(pods) == 2 and pods,
         timeout=timeout,

@@ -1,4 +1,5 @@
-"""Finding the external tools some tests need; in CI (CI=true) a missing tool fails, elsewhere it skips."""
+"""What a test does when a tool it needs is missing: with CI=true it fails, elsewhere it skips with one line
+saying how to get the tool; and kubectl, found or built the same way."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from testkit.paths import TESTBIN_SCRIPT
 
 
 def in_ci() -> bool:
@@ -29,7 +30,7 @@ def kubectl() -> str:
     if override := os.environ.get("RAY_FT_WEBHOOK_KUBECTL"):
         return override
     if shutil.which("go"):
-        out = subprocess.run([str(REPO / "hack" / "testbin.sh"), "kubectl"], stdout=subprocess.PIPE, text=True,
+        out = subprocess.run(["bash", str(TESTBIN_SCRIPT), "kubectl"], stdout=subprocess.PIPE, text=True,
                              check=False)
         if out.returncode == 0:
             return str(Path(out.stdout.strip()) / "kubectl")

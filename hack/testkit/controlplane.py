@@ -9,21 +9,19 @@ Every process runs in its own session and is stopped by PID: SIGTERM, then SIGKI
 
 Manual use, from the repository root:
 
-    .venv/bin/python -m tests.e2e.controlplane            # prints the admin kubeconfig, Ctrl-C stops
-    .venv/bin/python -m tests.e2e.controlplane --smoke    # start, create a namespace and a CRD, stop
+    PYTHONPATH=hack .venv/bin/python -m testkit.controlplane          # prints the admin kubeconfig, Ctrl-C stops
+    PYTHONPATH=hack .venv/bin/python -m testkit.controlplane --smoke  # start, create a namespace and a CRD, stop
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,15 +30,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self, cast
+from typing import Any, Self, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
 
+from testkit import kube, processes
+from testkit.paths import TESTBIN_SCRIPT
+from testkit.webhook import WEBHOOK_NAMESPACE, free_ports, manifest
 from webhook.certs.generate import KeyPair, generate_ca, generate_leaf
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TESTBIN_SCRIPT = REPO_ROOT / "hack" / "testbin.sh"
 
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -72,20 +72,10 @@ def testbin_dir(binaries: Sequence[str] = ("kube-apiserver", "etcd")) -> Path:
     override = os.environ.get("RAY_FT_WEBHOOK_TESTBIN")
     if override:
         return Path(override)
-    # Through bash, so a checkout that lost the executable bit still works.
-    result = subprocess.run(["bash", str(TESTBIN_SCRIPT), *binaries], stdout=subprocess.PIPE, text=True, check=False)
-    if result.returncode != 0:
-        raise ControlPlaneError(f"{TESTBIN_SCRIPT} failed with exit code {result.returncode} (see stderr)")
-    return Path(result.stdout.strip())
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago (all bound at once, so no repeats)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+    try:
+        return Path(processes.run_script(TESTBIN_SCRIPT, binaries).strip())
+    except processes.CommandFailed as exc:
+        raise ControlPlaneError(str(exc)) from None
 
 
 def _write_private(path: Path, data: bytes) -> Path:
@@ -106,14 +96,6 @@ def _subprocess_env() -> dict[str, str]:
     for key in ("NO_PROXY", "no_proxy"):
         env[key] = ",".join(filter(None, [env.get(key, ""), _LOCAL_NO_PROXY]))
     return env
-
-
-def _rss_bytes(pid: int) -> int:
-    """Resident set size of a live process, from /proc (Linux only, which is where these tests run)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ControlPlaneError(f"no VmRSS for pid {pid}")
 
 
 class ControlPlane:
@@ -151,9 +133,8 @@ class ControlPlane:
         self.startup_seconds = 0.0
         self._serving_ca: KeyPair | None = None
         self._client_ca: KeyPair | None = None
-        # Processes in start order and their log files; kept after stop() so logs() still works.
+        # Processes in start order; kept after stop() so logs() still works.
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._log_files: dict[str, IO[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -174,7 +155,6 @@ class ControlPlane:
         if any(proc.poll() is None for proc in self._procs.values()):
             raise ControlPlaneError("already started")
         self._procs.clear()
-        self._log_files.clear()
         binaries = ["kube-apiserver", "etcd"]
         if self.with_controller_manager:
             binaries.append("kube-controller-manager")
@@ -202,17 +182,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every started process by PID, newest first: SIGTERM, then SIGKILL after `stop_timeout`."""
         for proc in reversed(list(self._procs.values())):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    proc.wait()
-        for log in self._log_files.values():
-            log.close()
+            processes.stop_process(proc, self.stop_timeout)
         if self.workdir is not None and not self.keep_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -261,7 +231,8 @@ class ControlPlane:
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process, by binary name."""
-        return {name: _rss_bytes(proc.pid) for name, proc in self._procs.items() if proc.poll() is None}
+        return {name: processes.status_kib(proc.pid, "VmRSS") * 1024 for name, proc in self._procs.items()
+                if proc.poll() is None}
 
     def logs(self, tail_lines: int | None = 200) -> str:
         """The processes' logs (the last `tail_lines` of each), for printing when a test fails.
@@ -271,7 +242,7 @@ class ControlPlane:
         if self.workdir is None:
             return ""
         parts = []
-        for name in self._log_files:
+        for name in self._procs:
             path = self.workdir / f"{name}.log"
             lines = path.read_text(errors="replace").splitlines() if path.exists() else []
             if tail_lines is not None:
@@ -319,17 +290,7 @@ class ControlPlane:
         _write_private(self._path("admin.key"), admin.key_pem)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = self._path(f"{name}.log").open("wb")
-        self._log_files[name] = log
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=_subprocess_env(),
-            start_new_session=True,
-        )
+        proc = processes.start(args, log=self._path(f"{name}.log"), env=_subprocess_env(), cwd=self.workdir)
         self._procs[name] = proc
         return proc
 
@@ -473,6 +434,14 @@ class ControlPlane:
         )
 
 
+def install_webhook_identity(cp: ControlPlane, api: client.ApiClient, dyn: DynamicClient, path: Path) -> Path:
+    """The webhook's namespace and RBAC from manifests/base, and a kubeconfig for its identity."""
+    kube.ensure_namespace(api, WEBHOOK_NAMESPACE)
+    for obj in manifest("base/rbac.yaml"):
+        kube.apply(dyn, obj)
+    return cp.write_kubeconfig(path, WEBHOOK_USER)
+
+
 # -- manual use ----------------------------------------------------------------------------------------
 
 RAYCLUSTER_CRD: dict[str, Any] = {
@@ -506,8 +475,6 @@ def smoke_test(cp: ControlPlane, timeout: float = 30.0) -> dict[str, float]:
 
     Returns the seconds each step took. Uses the `kubernetes` client, as the tests will.
     """
-    from kubernetes import client, config
-
     api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))  # type: ignore[no-untyped-call]
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -516,16 +483,8 @@ def smoke_test(cp: ControlPlane, timeout: float = 30.0) -> dict[str, float]:
     timings["namespace"] = time.monotonic() - began
 
     began = time.monotonic()
-    ext = client.ApiextensionsV1Api(api)
-    ext.create_custom_resource_definition(cast(Any, RAYCLUSTER_CRD))  # the client sends dicts as they are
-    while True:
-        crd = ext.read_custom_resource_definition("rayclusters.ray.io")
-        conditions = (crd.status.conditions if crd.status else None) or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            break
-        if time.monotonic() - began > timeout:
-            raise ControlPlaneError(f"CRD not Established after {timeout:.0f} s: {conditions}")
-        time.sleep(0.1)
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(cast(Any, RAYCLUSTER_CRD))  # dicts as they are
+    kube.wait_established(api, ["rayclusters.ray.io"], timeout)
     timings["crd_established"] = time.monotonic() - began
 
     # The CRD is served: an empty list in the new namespace proves discovery and storage work.
@@ -538,7 +497,7 @@ def smoke_test(cp: ControlPlane, timeout: float = 30.0) -> dict[str, float]:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.e2e.controlplane",
+        prog="python -m testkit.controlplane",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
