@@ -2,7 +2,7 @@
 pyproject.toml allows, has every subpackage and runs `render`, `certs generate` and `serve` on the examples.
 
 The editable install the other tests use would hide a subpackage missing from the wheel (it reads the source
-tree). The floor matters because `serve` passes `ssl_context_factory` to uvicorn, which older versions lack.
+tree). The floor matters because `serve`'s connection guard subclasses uvicorn's httptools protocol.
 Needs the package registry (pip's cache makes it quick after the first run).
 """
 
