@@ -66,10 +66,7 @@ class PodFacts:
 
 def _literal(item: Mapping[str, Any]) -> str | None:
     """An env entry's literal value ("" when absent or null), or None when it comes from `valueFrom`."""
-    if item.get("valueFrom") is not None:
-        return None
-    value = item.get("value")
-    return value if isinstance(value, str) else ""
+    return None if item.get("valueFrom") is not None else item.get("value") or ""
 
 
 def _owner(metadata: Mapping[str, Any], namespace: str) -> Owner | None:

@@ -73,6 +73,7 @@ class ClusterFacts:
     options: FTOptions | None
     storage_namespace_annotation: str | None
     ours: OurAnnotations
+    # The rayStartParams the plan reads (redis-password, redis-username), when strings.
     head_start_params: Mapping[str, str]
     head_env: HeadEnv
     errors: tuple[str, ...] = ()
