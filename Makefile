@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8443
 
-.PHONY: run test test-deps lint venv clean
+.PHONY: run test test-deps lint venv clean fuzz
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ test-deps: venv
 ## test: set up and run the whole test suite (every tier; see README "Testing")
 test: venv lint test-deps
 	$(PY) -m pytest
+
+## fuzz: the fuzz tier at 20 times its CI size with a fresh seed (FUZZ_SCALE, FUZZ_SEED to replay a failure)
+fuzz: venv
+	@seed=$${FUZZ_SEED:-$$RANDOM$$RANDOM}; scale=$${FUZZ_SCALE:-20}; echo "FUZZ_SEED=$$seed FUZZ_SCALE=$$scale"; \
+	FUZZ_SEED=$$seed FUZZ_SCALE=$$scale $(PY) -m pytest -m fuzz -q --durations=0
 
 clean:
 	rm -rf $(VENV) certs/*.crt certs/*.key certs/*.b64 .pytest_cache .ruff_cache .hypothesis

@@ -107,3 +107,45 @@ def test_internal_error_is_a_clear_denial_not_a_500() -> None:
     assert r.status_code == 200
     assert r.json()["response"] == {"uid": "u9", "allowed": False, "status": {
         "code": 500, "message": "ray-ft-webhook: internal error, see the webhook's logs"}}
+
+
+def _set(path: str, value: Any) -> Any:
+    """A change to the worker pod at `path` (dotted, list indexes as numbers)."""
+    def change(p: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = p
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(last) if isinstance(node, list) else last] = value
+    return change
+
+
+# Values a Pod can carry only if something other than the apiserver's decoder built it; each gets a clear answer.
+ODD_PODS = [
+    ("owner-api-version-a-list", _set("metadata.ownerReferences.0.apiVersion", ["ray.io/v1"]), "patched", None),
+    ("owner-kind-an-object", _set("metadata.ownerReferences.0.kind", {"k": "RayCluster"}), "patched", None),
+    ("namespace-a-list-and-request-has-none", _set("metadata.namespace", ["default"]), "invalid",
+     "metadata.namespace is not a string"),
+    ("injected-annotation-not-a-string", _set("metadata.annotations", {"ray-ft-webhook.io/injected": 5}), "invalid",
+     "metadata.annotations[ray-ft-webhook.io/injected] is not a string"),
+    ("env-value-not-a-string", _set("spec.containers.0.env.0", {"name": "A", "value": 600}), "invalid",
+     "spec.containers[0].env[0].value is not a string"),
+    ("env-value-from-not-an-object", _set("spec.containers.0.env.0", {"name": "A", "valueFrom": "x"}), "invalid",
+     "spec.containers[0].env[0].valueFrom is not an object"),
+    ("env-null-value-is-empty", _set("spec.containers.0.env.0", {"name": "A", "value": None}), "patched", None),
+    ("args-not-strings", _set("spec.containers.0.args", [1, None]), "patched", None),
+    ("node-type-not-a-string", lambda p: p["metadata"]["labels"].update({"ray.io/node-type": ["worker"]}), "ignored",
+     None),
+]
+
+
+@pytest.mark.parametrize("change, outcome, message", [c[1:] for c in ODD_PODS], ids=[c[0] for c in ODD_PODS])
+def test_odd_pod_values_get_a_clear_answer(change: Any, outcome: str, message: str | None) -> None:
+    p = pod(quickstart_raycluster(), "worker")
+    change(p)
+    admission = Admission(FakeLookup([quickstart_raycluster()], warm=True), Settings(), Metrics())
+    req = review.AdmissionRequest(uid="u1", group="", kind="Pod", operation="CREATE", namespace="", object=p)
+    response, got = asyncio.run(admission.answer(req))
+    assert got == outcome, response
+    if message is not None:
+        assert response["status"] == {"code": 400, "message": f"ray-ft-webhook: invalid Ray pod: {message}"}

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from testkit.kuberay_pods import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
+from testkit.webhook import free_port, make_certs
 from webhook.cli.render import render
 from webhook.core.settings import SecretRef, Settings
 
@@ -176,3 +177,77 @@ def test_certs_generate(tmp_path: Path) -> None:
 def test_certs_generate_bad_ip_exits_2(tmp_path: Path) -> None:
     out = cli("certs", "generate", "--out", str(tmp_path), "--service", "s", "--namespace", "n", "--ip", "300.1.1.1")
     assert out.returncode == 2 and "300.1.1.1" in out.stderr and "Traceback" not in out.stderr
+
+
+LAUGHS = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+
+def _ray_pod_yaml(extra: str) -> str:
+    """The quick start's head pod as YAML, with `extra` lines appended at the top level."""
+    return yaml.safe_dump(pod(quickstart_raycluster(), "head")) + extra
+
+
+@pytest.mark.parametrize("which, content, message", [
+    ("pod", _ray_pod_yaml(LAUGHS), "YAML aliases (*l0) are not accepted in manifests (line "),
+    ("raycluster", yaml.safe_dump(quickstart_raycluster()) + LAUGHS, "YAML aliases (*l0) are not accepted"),
+    ("pod", "kind: Pod\nmetadata: &m {name: p, loop: *m}\n", "YAML aliases (*m) are not accepted"),
+    ("pod", _ray_pod_yaml("#" + "x" * (3 * 1024 * 1024) + "\n"), "larger than 3 MiB"),
+    ("pod", "kind: Pod\n" + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n",
+     "nested deeper than 100 levels"),
+    ("raycluster", "kind: RayCluster\nmetadata:\n  name: rc\n  annotations: {1: x}\n",
+     "key '1' at 'metadata.annotations' is not a string; quote it"),
+    ("raycluster", "kind: RayCluster\nmetadata: {name: rc}\n? [a]\n: b\n", "not valid YAML or JSON (line 3)"),
+    ("pod", "kind: Pod\nmetadata: {name: !!binary aGVsbG8=}\n", "the value at 'metadata.name' is a bytes, not JSON"),
+    ("pod", "kind: Pod\nmetadata: {name: " + "1" * 5000 + "}\n", "Exceeds the limit (4300 digits)"),
+    ("pod", "kind: Pod\nspec: {priority: " + "9" * 30 + "}\n", "the number at 'spec.priority' is out of the 64-bit"),
+    ("raycluster", "just a string\n", "expected Kubernetes objects, found a str"),
+    ("raycluster", "[1, 2]", "expected Kubernetes objects, found a list"),
+    ("pod", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8 text (byte 0)"),
+    ("pod", "kind: Pod\x00\x07\n", "not valid YAML or JSON"),
+], ids=["billion-laughs-pod", "billion-laughs-raycluster", "recursive-alias", "huge-file", "too-deep",
+        "non-string-key", "sequence-key", "binary-tag", "int-too-long", "int-over-64-bit", "scalar-document",
+        "list-document", "binary-junk", "control-characters"])
+def test_bad_manifest_exits_2_with_one_line(tmp_path: Path, files: tuple[Path, Path, Path], which: str,
+                                            content: str | bytes, message: str) -> None:
+    rc, head, _ = files
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    args = ("--raycluster", str(bad), "--pod", str(head)) if which == "raycluster" else \
+        ("--raycluster", str(rc), "--pod", str(bad))
+    out = cli("render", *args)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
+    assert out.stderr.startswith(f"ray-ft-webhook render: error: {bad}: ")
+
+
+def test_json_with_escaped_emoji_is_read(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
+    """json.dumps writes non-ASCII as surrogate-pair escapes, which YAML refuses: JSON files are read as JSON."""
+    rc, _, _ = files
+    p = pod(quickstart_raycluster(), "head")
+    p["metadata"]["annotations"] = {"team": "\U0001f600"}
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps(p))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(head), "--output", "pod")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["metadata"]["annotations"]["team"] == "\U0001f600"
+
+
+def test_yaml_timestamps_stay_strings(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
+    rc, _, _ = files
+    head = tmp_path / "head.yaml"
+    head.write_text(_ray_pod_yaml("").replace("metadata:\n", "metadata:\n  creationTimestamp: 2026-01-01T00:00:00Z\n"))
+    out = cli("render", "--raycluster", str(rc), "--pod", str(head), "--output", "pod")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["metadata"]["creationTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+def test_serve_refuses_a_bad_manifest_folder(tmp_path: Path) -> None:
+    folder, tls = tmp_path / "rayclusters", tmp_path / "tls"
+    folder.mkdir()
+    tls.mkdir()
+    (folder / "rc.yaml").write_text(yaml.safe_dump(quickstart_raycluster()) + LAUGHS)
+    make_certs(tls)
+    out = cli("serve", "--rayclusters-from", str(folder), "--tls-cert", str(tls / "tls.crt"),
+              "--tls-key", str(tls / "tls.key"), "--port", str(free_port()))
+    assert out.returncode == 2 and "YAML aliases (*l0) are not accepted" in out.stderr and "Traceback" not in out.stderr

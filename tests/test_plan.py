@@ -15,6 +15,7 @@ from webhook.core.settings import SecretRef, Settings
 
 FT = {"ray.io/ft-enabled": "true"}
 SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}
+TIMEOUT = "RAY_gcs_rpc_server_reconnect_timeout_s"
 
 
 def run(cluster: dict[str, Any], role: str = "head", settings: Settings | None = None,
@@ -222,6 +223,59 @@ CASES = [
          "worker", warnings=("needs gcsFaultToleranceOptions.redisUsername",)),
     Case("conflict-7-env-username-without-options", raycluster(annotations=FT,
          head_env=[{"name": "REDIS_USERNAME", "value": "u"}]), "worker", warnings=("redisUsername",)),
+    # --- odd values the apiserver accepts: a warning or a denial naming them, never an internal error ---
+    Case("worker-user-timeout-superscript-digit-warns", raycluster(annotations=FT), "worker",
+         pod_env=[{"name": TIMEOUT, "value": "\u00b2"}], added={}, warnings=(f"worker env {TIMEOUT} '\u00b2' is not",)),
+    Case("worker-user-timeout-fullwidth-digits-warn", raycluster(annotations=FT), "worker",
+         pod_env=[{"name": TIMEOUT, "value": "\uff16\uff10\uff10"}], added={}, warnings=("is not a positive integer",)),
+    Case("worker-user-timeout-too-many-digits-warns", raycluster(annotations=FT), "worker",
+         pod_env=[{"name": TIMEOUT, "value": "9" * 5000}], added={}, warnings=("'999999999999'... is not a positive integer",)),
+    Case("worker-user-timeout-over-int32-warns", raycluster(annotations=FT), "worker",
+         pod_env=[{"name": TIMEOUT, "value": "2147483648"}], added={}, warnings=("is not a positive integer",)),
+    Case("worker-head-template-timeout-arabic-digit-warns", raycluster(annotations=FT,
+         head_env=[{"name": TIMEOUT, "value": "\u0663"}]), "worker", added={TIMEOUT: "600"},
+         warnings=(f"head template env {TIMEOUT} '\u0663' is not",)),
+    Case("worker-head-template-timeout-too-many-digits-warns", raycluster(annotations=FT,
+         head_env=[{"name": TIMEOUT, "value": "1" * 4301}]), "worker", added={TIMEOUT: "600"},
+         warnings=("head template env",)),
+    Case("worker-head-template-duplicate-timeout-last-wins", raycluster(annotations=FT,
+         head_env=[{"name": TIMEOUT, "value": "30"}, {"name": TIMEOUT, "value": "900"}]), "worker",
+         added={TIMEOUT: "600"}, warnings=("600s is not above the head's 900s",)),
+    Case("worker-duplicate-timeout-last-wins", raycluster(annotations=FT), "worker",
+         pod_env=[{"name": TIMEOUT, "value": "900"}, {"name": TIMEOUT, "value": "30"}], added={},
+         warnings=("30s is not above",)),
+    Case("deny-annotation-timeout-too-many-digits", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/worker-reconnect-timeout-s": "7" * 5000}), "worker", denied="is not a positive integer"),
+    Case("deny-annotation-timeout-fullwidth", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/worker-reconnect-timeout-s": "\uff16\uff10\uff10"}), "worker", denied="is not a positive integer"),
+    Case("head-duplicate-password-user-secret-first-is-kept", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/redis-password-secret": "pw", "ray-ft-webhook.io/redis-address": "r:1"}),
+         pod_env=[env_secret("REDIS_PASSWORD", "mine"), {"name": "REDIS_PASSWORD", "value": ""}],
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-duplicate-empty-password-is-not-a-placeholder", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/redis-password-secret": "pw", "ray-ft-webhook.io/redis-address": "r:1"}),
+         pod_env=[{"name": "REDIS_PASSWORD", "value": ""}, {"name": "REDIS_PASSWORD", "value": ""}],
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-duplicate-gen-cmd-is-left-alone", raycluster(options={"redisAddress": "r:1",
+         "redisPassword": {"valueFrom": SECRET_REF}}),
+         pod_env=[{"name": "KUBERAY_GEN_RAY_START_CMD", "value": "ray start --head --mine"}],
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_PASSWORD": SECRET_REF},
+         flags=("--redis-password=$REDIS_PASSWORD",)),
+    Case("deny-ft-annotation-not-a-string", raycluster(annotations={"ray.io/ft-enabled": True}),  # type: ignore[dict-item]
+         "worker", denied="metadata.annotations[ray.io/ft-enabled]: expected a string, got bool"),
+    Case("deny-storage-annotation-not-a-string", raycluster(annotations={**FT, "ray.io/external-storage-namespace": 7}),  # type: ignore[dict-item]
+         denied="metadata.annotations[ray.io/external-storage-namespace]: expected a string, got int"),
+    Case("deny-start-param-password-not-a-string", raycluster(annotations=FT,
+         head_start_params={"redis-password": 12345}),  # type: ignore[dict-item]
+         denied="spec.headGroupSpec.rayStartParams[redis-password]: expected a string, got int"),
+    Case("deny-head-env-entry-not-an-object", raycluster(annotations=FT, head_env=["RAY_REDIS_ADDRESS=r:1"]),  # type: ignore[list-item]
+         "worker", denied="spec.headGroupSpec.template.spec.containers[0].env[0]: expected an object with a string name"),
+    Case("deny-head-env-value-not-a-string", raycluster(annotations=FT, head_env=[{"name": TIMEOUT, "value": 900}]),
+         "worker", denied="containers[0].env[0].value: expected a string, got int"),
+    Case("deny-credential-value-from-not-an-object", raycluster(options={"redisPassword": {"valueFrom": "secret"}}),
+         denied="spec.gcsFaultToleranceOptions.redisPassword.valueFrom: expected an object, got str"),
+    Case("deny-annotation-value-quoted-short", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/redis-password-secret": "x/" * 3000}), denied="'... is not NAME or NAME/KEY"),
 ]
 
 
@@ -248,6 +302,9 @@ def test_plan(case: Case) -> None:
     if case.skipped is not None:
         assert result.skipped is not None and case.skipped in result.skipped
         assert result.patch == []
+    # The user's own entries (put first) are never touched, not even one whose name is duplicated.
+    if case.pod_env is not None:
+        assert result.pod["spec"]["containers"][0]["env"][:len(case.pod_env)] == case.pod_env
     # Idempotent: the plan on its own output adds nothing.
     assert render(case.cluster, result.pod, case.settings).patch == []
 

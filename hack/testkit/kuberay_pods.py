@@ -157,7 +157,7 @@ def ray_start_command(params: dict[str, str], role: str) -> str:
     """The `ray start` line (KUBERAY_GEN_RAY_START_CMD): flags sorted, each written as ` --key=value `."""
     flags = ""
     for key in sorted(params):
-        value = params[key]
+        value = str(params[key])  # the unit tests also give odd types, which the apiserver would refuse
         if value.lower() in ("true", "false") and key not in _VALUED_BOOLEANS:
             flags += f" --{key} " if value.lower() == "true" else ""
         else:

@@ -56,7 +56,8 @@ class StaticLookup:
                 if obj.get("kind") != "RayCluster":
                     continue
                 metadata = obj.setdefault("metadata", {})
-                metadata.setdefault("namespace", default_namespace)
+                if isinstance(metadata, dict):  # otherwise parse_raycluster names the problem
+                    metadata.setdefault("namespace", default_namespace)
                 facts = parse_raycluster(obj)
                 clusters[(facts.namespace, facts.name)] = facts
         return cls(clusters)

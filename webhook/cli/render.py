@@ -36,7 +36,8 @@ def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Sett
     a Ray pod of this RayCluster or cannot be read.
     """
     cluster_meta = _mapping(raycluster.get("metadata"))
-    namespace = _mapping(pod.get("metadata")).get("namespace") or cluster_meta.get("namespace") or "default"
+    namespace = next((ns for ns in (_mapping(pod.get("metadata")).get("namespace"), cluster_meta.get("namespace"))
+                      if isinstance(ns, str) and ns), "default")
     cluster = parse_raycluster({**raycluster, "metadata": {**cluster_meta, "namespace": namespace}})
     try:
         facts = read_ray_pod(pod, namespace)

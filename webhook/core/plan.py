@@ -15,7 +15,7 @@ from webhook.core import annotations as ann
 from webhook.core import raystart
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
-from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings
+from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings, parse_positive_int, quote
 
 ENV_STORAGE_NAMESPACE = "RAY_external_storage_namespace"
 ENV_REDIS_ADDRESS = "RAY_REDIS_ADDRESS"
@@ -192,8 +192,15 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> _Values:
     )
 
 
-def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text is not None and text.strip().isdigit() else None
+def _timeout(value: str | None, whose: str, warnings: list[str]) -> int | None:
+    """The reconnect timeout in an env value someone else wrote, or None; a warning when Ray cannot read it."""
+    if value is None:
+        return None
+    try:
+        return parse_positive_int(value.strip())
+    except ValueError:
+        warnings.append(f"{whose} env {ENV_RECONNECT_TIMEOUT} {quote(value, 12)} is not a positive integer")
+        return None
 
 
 def _legacy_password_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
@@ -201,11 +208,12 @@ def _legacy_password_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
 
     Those versions give every Ray container `REDIS_PASSWORD=""` when the head template has none. It is not the
     user's: the RayCluster's head template does not set it. Kept, it would leave the head without a password.
+    Only a lone entry qualifies: with the name twice, one is someone else's, and neither is touched.
     """
-    index = pod.env_index(ENV_REDIS_PASSWORD)
-    if index is None or ENV_REDIS_PASSWORD in c.head_env.names or pod.env_value(ENV_REDIS_PASSWORD) != "":
+    indexes = pod.env_indexes(ENV_REDIS_PASSWORD)
+    if len(indexes) != 1 or ENV_REDIS_PASSWORD in c.head_env.names or pod.env_value(ENV_REDIS_PASSWORD) != "":
         return None
-    return index
+    return indexes[0]
 
 
 def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
@@ -252,11 +260,11 @@ def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]
     env: tuple[EnvVar, ...] = ()
     worker_timeout: int | None = v.worker_timeout_s
     if ENV_RECONNECT_TIMEOUT in pod.env_names:
-        worker_timeout = _int_or_none(pod.env_value(ENV_RECONNECT_TIMEOUT))
+        worker_timeout = _timeout(pod.env_value(ENV_RECONNECT_TIMEOUT), "worker", warnings)
     else:
         env = (EnvVar(ENV_RECONNECT_TIMEOUT, str(v.worker_timeout_s)),)
     head_timeout = (
-        _int_or_none(c.head_env.values.get(ENV_RECONNECT_TIMEOUT))
+        _timeout(c.head_env.values.get(ENV_RECONNECT_TIMEOUT), "head template", warnings)
         or v.head_timeout_s
         or RAY_DEFAULT_RECONNECT_TIMEOUT_S
     )

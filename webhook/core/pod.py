@@ -43,7 +43,7 @@ class PodFacts:
     # None when containers[0] has no `env` (the patch must create the list).
     env: tuple[Mapping[str, Any], ...] | None
     args0: str | None
-    # Index and value of KUBERAY_GEN_RAY_START_CMD in env, when it is a literal value.
+    # Index and value of KUBERAY_GEN_RAY_START_CMD in env: only when it is there once, as a literal value.
     gen_cmd_index: int | None = None
     gen_cmd: str | None = None
 
@@ -51,16 +51,22 @@ class PodFacts:
     def env_names(self) -> frozenset[str]:
         return frozenset(item["name"] for item in self.env or ())
 
-    def env_index(self, name: str) -> int | None:
-        return next((i for i, item in enumerate(self.env or ()) if item["name"] == name), None)
+    def env_indexes(self, name: str) -> list[int]:
+        """Every index of env var `name`: Kubernetes allows a name twice (with a warning)."""
+        return [i for i, item in enumerate(self.env or ()) if item["name"] == name]
 
     def env_value(self, name: str) -> str | None:
-        """The literal value of env var `name`, or None (absent or set through valueFrom)."""
-        for item in self.env or ():
-            if item["name"] == name and "valueFrom" not in item:
-                value = item.get("value", "")
-                return value if isinstance(value, str) else None
-        return None
+        """The literal value the container gets for `name`, or None (absent or set through valueFrom).
+
+        With the name twice, the kubelet gives the container the last entry ("hides previous definition").
+        """
+        indexes = self.env_indexes(name)
+        return _literal(self.env[indexes[-1]]) if self.env is not None and indexes else None
+
+
+def _literal(item: Mapping[str, Any]) -> str | None:
+    """An env entry's literal value ("" when absent or null), or None when it comes from `valueFrom`."""
+    return None if item.get("valueFrom") is not None else item.get("value") or ""
 
 
 def _owner(metadata: Mapping[str, Any], namespace: str) -> Owner | None:
@@ -70,7 +76,9 @@ def _owner(metadata: Mapping[str, Any], namespace: str) -> Owner | None:
     for ref in refs:
         if not isinstance(ref, Mapping):
             raise InvalidPod("metadata.ownerReferences has an entry that is not an object")
-        is_raycluster = ref.get("kind") == "RayCluster" and ref.get("apiVersion") in RAY_API_VERSIONS
+        api_version = ref.get("apiVersion")  # compared as a string: a list or object is not hashable
+        is_raycluster = ref.get("kind") == "RayCluster" and isinstance(api_version, str) \
+            and api_version in RAY_API_VERSIONS
         if ref.get("controller") is True and is_raycluster:
             name, uid = ref.get("name"), ref.get("uid")
             if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid:
@@ -90,9 +98,35 @@ def _env(container: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...] | None:
     if not isinstance(env, list):
         raise InvalidPod("spec.containers[0].env is not a list")
     for i, item in enumerate(env):
+        where = f"spec.containers[0].env[{i}]"
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-            raise InvalidPod(f"spec.containers[0].env[{i}] has no name")
+            raise InvalidPod(f"{where} has no name")
+        if not isinstance(item.get("value"), str | None):
+            raise InvalidPod(f"{where}.value is not a string")
+        if not isinstance(item.get("valueFrom"), Mapping | None):
+            raise InvalidPod(f"{where}.valueFrom is not an object")
     return tuple(env)
+
+
+def _annotations(metadata: Mapping[str, Any]) -> Mapping[str, str] | None:
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return None
+    if not isinstance(annotations, Mapping):
+        raise InvalidPod("metadata.annotations is not an object")
+    for key, value in annotations.items():
+        if not isinstance(value, str):
+            raise InvalidPod(f"metadata.annotations[{key}] is not a string")
+    return annotations
+
+
+def _gen_cmd_index(env: tuple[Mapping[str, Any], ...]) -> int | None:
+    """KubeRay's generated command line, when it is the only entry of that name and a literal: with the name
+    twice, one of them is someone else's and neither is changed."""
+    indexes = [i for i, item in enumerate(env) if item["name"] == GEN_RAY_START_CMD]
+    if len(indexes) == 1 and env[indexes[0]].get("valueFrom") is None and isinstance(env[indexes[0]].get("value"), str):
+        return indexes[0]
+    return None
 
 
 def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
@@ -108,12 +142,14 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
     role = labels.get(NODE_TYPE_LABEL)
     if role not in ("head", "worker"):
         return None
-    owner = _owner(metadata, namespace or metadata.get("namespace") or "")
+    if not namespace:
+        namespace = metadata.get("namespace") or ""
+        if not isinstance(namespace, str):
+            raise InvalidPod("metadata.namespace is not a string")
+    owner = _owner(metadata, namespace)
     if owner is None:
         return None
-    annotations = metadata.get("annotations")
-    if annotations is not None and not isinstance(annotations, Mapping):
-        raise InvalidPod("metadata.annotations is not an object")
+    annotations = _annotations(metadata)
     spec = pod.get("spec")
     containers = spec.get("containers") if isinstance(spec, Mapping) else None
     if not isinstance(containers, list) or not containers or not isinstance(containers[0], Mapping):
@@ -122,11 +158,7 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
     env = _env(container)
     args = container.get("args")
     args0 = args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None
-    gen_index = next(
-        (i for i, item in enumerate(env or ()) if item["name"] == GEN_RAY_START_CMD
-         and isinstance(item.get("value"), str) and "valueFrom" not in item),
-        None,
-    )
+    gen_index = _gen_cmd_index(env) if env is not None else None
     return PodFacts(
         role=role,
         owner=owner,

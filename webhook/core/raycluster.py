@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core import annotations as ann
-from webhook.core.settings import SecretRef, parse_positive_int
+from webhook.core.settings import SecretRef, parse_positive_int, quote
 
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
 
@@ -73,6 +73,7 @@ class ClusterFacts:
     options: FTOptions | None
     storage_namespace_annotation: str | None
     ours: OurAnnotations
+    # The rayStartParams the plan reads (redis-password, redis-username), when strings.
     head_start_params: Mapping[str, str]
     head_env: HeadEnv
     errors: tuple[str, ...] = ()
@@ -97,12 +98,38 @@ def _mapping(value: Any, where: str, errors: _Errors) -> Mapping[str, Any]:
     return value
 
 
+def _optional_string(value: Any, where: str, errors: _Errors) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    errors.at(where, f"expected a string, got {type(value).__name__}")
+    return None
+
+
 def _string(value: Any, where: str, errors: _Errors) -> str:
+    return _optional_string(value, where, errors) or ""
+
+
+def _json_object(value: Any, where: str, errors: _Errors) -> Mapping[str, Any] | None:
+    """An object copied into the patch as given (a `valueFrom`): it must serialize as JSON, so string keys only."""
     if value is None:
-        return ""
-    if not isinstance(value, str):
-        errors.at(where, f"expected a string, got {type(value).__name__}")
-        return ""
+        return None
+    stack, seen = [value], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > 1000:
+            errors.at(where, "too large")
+            return None
+        if isinstance(node, Mapping):
+            if not all(isinstance(k, str) for k in node):
+                errors.at(where, "has a key that is not a string")
+                return None
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if not isinstance(value, Mapping):
+        errors.at(where, f"expected an object, got {type(value).__name__}")
+        return None
     return value
 
 
@@ -111,10 +138,7 @@ def _credential(value: Any, where: str, errors: _Errors) -> Credential | None:
         return None
     raw = _mapping(value, where, errors)
     literal = _string(raw.get("value"), f"{where}.value", errors)
-    value_from = raw.get("valueFrom")
-    if value_from is not None and not isinstance(value_from, Mapping):
-        errors.at(f"{where}.valueFrom", "expected an object")
-        value_from = None
+    value_from = _json_object(raw.get("valueFrom"), f"{where}.valueFrom", errors)
     if literal and value_from is not None:
         errors.at(where, "give value or valueFrom, not both")
     return Credential(value=literal, value_from=value_from)
@@ -137,19 +161,19 @@ def _options(value: Any, errors: _Errors) -> FTOptions | None:
 
 
 def _annotation_error(key: str, value: str, problem: str) -> str:
-    return f"annotation {key}: {value!r} {problem}"
+    return f"annotation {key}: {quote(value)} {problem}"
 
 
 def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
     parsed: dict[str, Any] = {}
     for key, raw in annotations.items():
-        if not key.startswith(ann.PREFIX):
+        if not isinstance(key, str) or not key.startswith(ann.PREFIX):
             continue
         if key not in ann.RAYCLUSTER_KEYS:
             parsed.setdefault("unknown_keys", []).append(key)
             continue
         if not isinstance(raw, str):
-            errors.append(_annotation_error(key, str(raw), "is not a string"))
+            errors.at(f"metadata.annotations[{key}]", f"expected a string, got {type(raw).__name__}")
             continue
         value = raw.strip()
         if key == ann.INJECT:
@@ -185,45 +209,77 @@ _HEAD_ENV_VALUES = ("RAY_gcs_rpc_server_reconnect_timeout_s", "REDIS_PASSWORD")
 
 
 def _head_env(head: Mapping[str, Any], errors: _Errors) -> HeadEnv:
-    where = "spec.headGroupSpec.template.spec.containers[0].env"
     template = _mapping(head.get("template"), "spec.headGroupSpec.template", errors)
     pod_spec = _mapping(template.get("spec"), "spec.headGroupSpec.template.spec", errors)
     containers = pod_spec.get("containers") or []
-    if not isinstance(containers, list) or not containers or not isinstance(containers[0], Mapping):
+    if not isinstance(containers, list):
+        errors.at("spec.headGroupSpec.template.spec.containers", f"expected a list, got {type(containers).__name__}")
         return HeadEnv()
-    env = containers[0].get("env") or []
+    if not containers:
+        return HeadEnv()
+    where = "spec.headGroupSpec.template.spec.containers[0]"
+    env = _mapping(containers[0], where, errors).get("env") or []
     if not isinstance(env, list):
-        errors.at(where, "expected a list")
+        errors.at(f"{where}.env", f"expected a list, got {type(env).__name__}")
         return HeadEnv()
     names: set[str] = set()
     values: dict[str, str] = {}
-    for item in env:
-        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            names.add(item["name"])
-            if item["name"] in _HEAD_ENV_VALUES and isinstance(item.get("value"), str) and "valueFrom" not in item:
-                values[item["name"]] = item["value"]
+    for i, item in enumerate(env):
+        at = f"{where}.env[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            errors.at(at, "expected an object with a string name")
+            continue
+        value = _optional_string(item.get("value"), f"{at}.value", errors)
+        value_from = _mapping(item.get("valueFrom"), f"{at}.valueFrom", errors)
+        name = item["name"]
+        names.add(name)
+        if name in _HEAD_ENV_VALUES:
+            # The last entry of a name is the one the container gets; one from valueFrom has no literal value.
+            values.pop(name, None)
+            if not value_from:
+                values[name] = value or ""
     return HeadEnv(names=frozenset(names), values=values)
 
 
-def parse_raycluster(obj: Mapping[str, Any]) -> ClusterFacts:
-    """Parse a RayCluster dict. Never raises on content: problems end up in `errors`."""
+# rayStartParams the plan reads; the others are KubeRay's business.
+_START_PARAMS_READ = ("redis-password", "redis-username")
+
+
+def _start_params(head: Mapping[str, Any], errors: _Errors) -> Mapping[str, str]:
+    where = "spec.headGroupSpec.rayStartParams"
+    params = _mapping(head.get("rayStartParams"), where, errors)
+    for key in _START_PARAMS_READ:
+        _optional_string(params.get(key), f"{where}[{key}]", errors)
+    return {k: v for k, v in params.items() if k in _START_PARAMS_READ and isinstance(v, str)}
+
+
+def parse_raycluster(obj: Any) -> ClusterFacts:
+    """Parse a RayCluster dict. Never raises on content: problems end up in `errors`.
+
+    Every field read is type-checked: the apiserver's CRD schema guarantees the types, so a wrong one can only
+    come from a manifest file, and is named rather than guessed around.
+    """
     errors = _Errors()
+    if not isinstance(obj, Mapping):
+        errors.at("RayCluster", f"expected an object, got {type(obj).__name__}")
+        obj = {}
     metadata = _mapping(obj.get("metadata"), "metadata", errors)
     spec = _mapping(obj.get("spec"), "spec", errors)
     annotations = _mapping(metadata.get("annotations"), "metadata.annotations", errors)
     head = _mapping(spec.get("headGroupSpec"), "spec.headGroupSpec", errors)
-    start_params = _mapping(head.get("rayStartParams"), "spec.headGroupSpec.rayStartParams", errors)
-    ft_annotation = annotations.get(ann.RAY_FT_ENABLED)
-    storage_ns = annotations.get(ann.RAY_EXTERNAL_STORAGE_NAMESPACE)
+    ft_annotation, storage_ns = (
+        _optional_string(annotations.get(key), f"metadata.annotations[{key}]", errors)
+        for key in (ann.RAY_FT_ENABLED, ann.RAY_EXTERNAL_STORAGE_NAMESPACE)
+    )
     return ClusterFacts(
         name=_string(metadata.get("name"), "metadata.name", errors),
         namespace=_string(metadata.get("namespace"), "metadata.namespace", errors),
         uid=_string(metadata.get("uid"), "metadata.uid", errors),
-        ft_annotation=ft_annotation if isinstance(ft_annotation, str) else None,
+        ft_annotation=ft_annotation,
         options=_options(spec.get("gcsFaultToleranceOptions"), errors),
-        storage_namespace_annotation=storage_ns if isinstance(storage_ns, str) else None,
+        storage_namespace_annotation=storage_ns,
         ours=_ours(annotations, errors),
-        head_start_params={k: v for k, v in start_params.items() if isinstance(v, str)},
+        head_start_params=_start_params(head, errors),
         head_env=_head_env(head, errors),
         errors=tuple(errors),
     )

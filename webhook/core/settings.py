@@ -30,7 +30,7 @@ class SecretRef:
         """Parse `NAME` or `NAME/KEY`; raises ValueError with a message that quotes the bad value."""
         name, sep, key = text.strip().partition("/")
         if not name or (sep and not key) or "/" in key or not _is_dns_subdomain(name) or not _is_secret_key(key or "x"):
-            raise ValueError(f"{text!r} is not NAME or NAME/KEY (a Secret name and an optional key)")
+            raise ValueError(f"{quote(text)} is not NAME or NAME/KEY (a Secret name and an optional key)")
         return cls(name=name, key=key or "password")
 
     def __str__(self) -> str:
@@ -50,10 +50,24 @@ def _is_secret_key(key: str) -> bool:
     return len(key) <= 253 and all(c.isalnum() or c in "-._" for c in key)
 
 
+# Ray reads its reconnect timeouts as int32; a larger number would not reach it intact.
+MAX_POSITIVE_INT = 2**31 - 1
+
+
+def quote(text: str, limit: int = 40) -> str:
+    """`repr(text)`, cut to about `limit` characters: messages name a bad value without echoing megabytes."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
 def parse_positive_int(text: str) -> int:
-    """A strictly positive decimal integer (no sign, no spaces); ValueError otherwise."""
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} is not a positive integer")
+    """1..MAX_POSITIVE_INT in ASCII digits (no sign, no spaces); ValueError otherwise.
+
+    ASCII only: `str.isdigit()` also accepts full-width and Arabic-Indic digits (which int() reads but Ray does
+    not) and superscripts (which int() refuses); the length check comes first so int() never meets more digits
+    than it converts (4300).
+    """
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_POSITIVE_INT:
+        raise ValueError(f"{quote(text)} is not a positive integer")
     return int(text)
 
 
