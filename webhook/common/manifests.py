@@ -21,10 +21,10 @@ MAX_BYTES = 3 * 1024 * 1024
 MAX_DEPTH = 100
 _INT64 = range(-(2**63), 2**63)
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is several times faster
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is several times faster
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):
     """The safe loader without YAML 1.1 timestamps: `2024-01-01` stays a string, as kubectl reads it."""
 
 
