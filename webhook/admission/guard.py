@@ -129,6 +129,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_pending = True
         self._head_bytes = 0
         self._headers = 0
+        self._header_size = 0  # URL and headers of the current head, as parsed
         self._refusal: tuple[int, str, str, str] | None = None  # status, phrase, message, metric reason
 
     # -- connection: cap, then TLS -------------------------------------------------------------------------
@@ -208,16 +209,26 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._headers = 0
+        self._headers = self._header_size = 0
         if not self._head_pending:  # a later request on a kept-alive connection: its head deadline starts now
             self._head_pending, self._head_bytes = True, 0
             self._arm(self.guard.limits.head_timeout_s, "head_timeout")
 
+    def on_url(self, url: bytes) -> None:
+        self._header_size += len(url)
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.guard.limits
         self._headers += 1
-        if self._headers > self.guard.limits.max_headers:
+        self._header_size += len(name) + len(value) + 4  # ": " and CRLF
+        if self._headers > limits.max_headers:
+            self._refusal = (431, "Request Header Fields Too Large", f"more than {limits.max_headers} request headers",
+                             "header_count")
+            raise _HeadersRefused
+        if self._header_size > limits.max_header_bytes:
             self._refusal = (431, "Request Header Fields Too Large",
-                             f"more than {self.guard.limits.max_headers} request headers", "header_count")
+                             f"request head over {limits.max_header_bytes} bytes", "header_bytes")
             raise _HeadersRefused
         super().on_header(name, value)
 
