@@ -141,14 +141,26 @@ def test_requests_within_the_limits_are_served_on_one_connection(hook: WebhookPr
             assert header.startswith(b"HTTP/1.1 200 ") and json.loads(body)["response"]["allowed"] is True
 
 
-def test_connections_over_the_cap_are_closed_at_accept(tmp_path: Path) -> None:
+def test_at_the_cap_silent_connections_make_room_and_busy_ones_refuse(tmp_path: Path) -> None:
+    """Four slots. Silent connections hold them: a new one takes the oldest silent one's place, so the
+    apiserver is never locked out by connections that send nothing. Four that each served a request hold them:
+    a fifth is closed at accept."""
     hook = start_webhook(tmp_path, ["--max-connections", "4", "--request-head-timeout-s", "30",
                                     "--rayclusters-from", str(EXAMPLES / "rayclusters")])
     try:
-        held = [tls(hook) for _ in range(4)]
+        silent = [tls(hook) for _ in range(4)]
+        mutate_works(hook)  # took the place of silent[0]
+        assert read_all(silent[0]) == b""
+        assert refused(hook, "evicted") >= 1
+        for sock in silent:
+            sock.close()
+        busy = [tls(hook) for _ in range(4)]
+        for sock in busy:
+            sock.sendall(head() + REVIEW)
+            assert response(sock)[0].startswith(b"HTTP/1.1 200 ")
         with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
             tls(hook).sendall(head())
-        for sock in held:
+        for sock in busy:
             sock.close()
         mutate_works(hook)
         assert refused(hook, "connection_limit") >= 1

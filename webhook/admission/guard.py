@@ -5,8 +5,10 @@ that connects and says nothing, sends half a head, or stalls in its body holds m
 `failurePolicy: Fail` an out-of-memory webhook blocks every Ray pod. `GuardedProtocol` is uvicorn's httptools
 protocol with those bounds added:
 
-- **connections**: at most `max_connections` at once, counted from accept (TLS handshakes included); one
-  more is closed at accept, before any TLS state is allocated for it;
+- **connections**: at most `max_connections` at once, counted from accept (TLS handshakes included). At the
+  cap, a new connection takes the place of the oldest one that has not yet sent a whole request head (still
+  in its handshake, or silent): connections that hold slots without using them cannot lock the apiserver out.
+  Only when every slot has served a request is the new one closed at accept, before any TLS state exists;
 - **TLS**: the handshake is done here (`loop.start_tls`), so it is bounded by `tls_handshake_timeout_s`;
 - **request head**: complete within `head_timeout_s` of the connection (first request) or of its first
   byte (later ones); at most `max_header_bytes` and `max_headers` -> 431 and close;
@@ -46,6 +48,8 @@ class Guard:
     def __init__(self, limits: Limits, tls_context: ssl.SSLContext, metrics: Metrics) -> None:
         self.limits, self.tls_context, self.metrics = limits, tls_context, metrics
         self.open = 0
+        # Open connections that have not yet sent a whole request head, oldest first (dicts keep order).
+        self._unproven: dict[GuardedProtocol, None] = {}
         self._refused: dict[str, Any] = {}
         self._closed_since_trim = 0
         self._trim_scheduled = False
@@ -57,10 +61,25 @@ class Guard:
             child = self._refused[reason] = self.metrics.connections_refused.labels(reason)
         child.inc()
 
-    def opened(self) -> None:
+    def admit(self, connection: GuardedProtocol) -> bool:
+        """Count `connection` in, making room at the cap by shedding the oldest unproven one; False: refuse it."""
+        if self.open >= self.limits.max_connections:
+            oldest = next(iter(self._unproven), None)
+            if oldest is None:
+                self.refuse("connection_limit")
+                return False
+            self.refuse("evicted")
+            oldest.evict()
         self.open += 1
+        self._unproven[connection] = None
+        return True
 
-    def closed(self, loop: asyncio.AbstractEventLoop) -> None:
+    def proven(self, connection: GuardedProtocol) -> None:
+        """`connection` sent a whole request head: it is no longer the first to be shed."""
+        self._unproven.pop(connection, None)
+
+    def closed(self, connection: GuardedProtocol, loop: asyncio.AbstractEventLoop) -> None:
+        self._unproven.pop(connection, None)
         self.open -= 1
         self._closed_since_trim += 1
         # After a burst (many connections closed, none left), return the freed buffers to the system once.
@@ -75,6 +94,9 @@ class Guard:
             _malloc_trim(0)
 
 
+# After a close (408, 431, keep-alive expiry), how long a peer may take to answer TLS's close_notify before the
+# connection is dropped (the loops' default is 30 s, which a silent peer would use to hold the memory).
+_TLS_SHUTDOWN_S = 2.0
 # A trim costs a few milliseconds of the event loop; only after bursts, and not more than once a second.
 _TRIM_AFTER_CLOSES = 64
 _TRIM_DELAY_S = 1.0
@@ -123,6 +145,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._counted = False  # this connection is in guard.open
         self._ready = False  # TLS is up and uvicorn's connection_made has run
         self._lost = False
+        self._evicted = False
         self._tls_started = 0.0
         self._early = bytearray()  # application data that arrived with the end of the handshake
         self._deadline: TimerHandle | None = None
@@ -136,18 +159,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
-        if guard.open >= guard.limits.max_connections:
-            guard.refuse("connection_limit")
+        if not guard.admit(self):
             transport.abort()  # type: ignore[attr-defined]
             return
-        guard.opened()
         self._counted = True
         self._raw = transport
         self._tls_started = time.monotonic()
         # start_tls's first step (its TLS protocol takes over the socket) must run now, inside connection_made:
         # uvloop starts reading as soon as connection_made returns, and the ClientHello must reach TLS, not us.
         self._step_tls(self.loop.start_tls(transport, self, guard.tls_context, server_side=True,  # type: ignore[arg-type]
-                                           ssl_handshake_timeout=guard.limits.tls_handshake_timeout_s))
+                                           ssl_handshake_timeout=guard.limits.tls_handshake_timeout_s,
+                                           ssl_shutdown_timeout=_TLS_SHUTDOWN_S))
 
     def _step_tls(self, coro: Coroutine[Any, Any, asyncio.BaseTransport | None]) -> None:
         """Drive start_tls like a Task would: run it to its next wait, resume it when that wait is over."""
@@ -159,7 +181,8 @@ class GuardedProtocol(HttpToolsProtocol):
         except (OSError, ssl.SSLError, EOFError, TimeoutError):
             elapsed = time.monotonic() - self._tls_started
             timed_out = elapsed >= self.guard.limits.tls_handshake_timeout_s * 0.99
-            self.guard.refuse("tls_handshake_timeout" if timed_out else "tls_handshake_failed")
+            if not self._evicted:
+                self.guard.refuse("tls_handshake_timeout" if timed_out else "tls_handshake_failed")
             if self._raw is not None:
                 self._raw.abort()  # type: ignore[attr-defined]
             self._release()
@@ -180,6 +203,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:  # evict() already ran it
+            return
         self._lost = True
         self._disarm()
         if self._ready:
@@ -189,7 +214,22 @@ class GuardedProtocol(HttpToolsProtocol):
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            self.guard.closed(self.loop)
+            self.guard.closed(self, self.loop)
+        if not self._ready:
+            # uvicorn's connection_lost, which never runs for a connection that did not get past TLS, is what
+            # breaks the cycle through the C parser's callbacks (not collectable): break it here.
+            self.parser = None  # type: ignore[assignment]
+            self._raw = None
+            self._early = bytearray()
+
+    def evict(self) -> None:
+        """Shed this connection to make room for a new one (the guard counted it)."""
+        self._evicted = True
+        transport = self.transport if self._ready else self._raw
+        if transport is not None:
+            transport.abort()  # type: ignore[attr-defined]
+        # uvloop does not always tell the protocol of an aborted TLS transport: clean up now, once.
+        self.connection_lost(None)
 
     # -- request head and body -----------------------------------------------------------------------------
 
@@ -234,6 +274,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_pending, self._head_bytes = False, 0
+        self.guard.proven(self)
         super().on_headers_complete()
         self._arm(self.guard.limits.body_timeout_s, "body_timeout")
 
