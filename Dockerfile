@@ -32,12 +32,17 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python -c "import kubernetes, webhook.cli.main, webhook.common.kube, webhook.admission.watch, webhook.cli.serve, webhook.certs.sync"
 
 FROM ${BASE}
+# serve's defaults for the image live in the environment, not in CMD: a RAY_FT_WEBHOOK_* variable given to the
+# container (or a flag after the image name) overrides them, as it does outside the image.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    RAY_FT_WEBHOOK_PORT=8443 \
+    RAY_FT_WEBHOOK_TLS_CERT=/etc/ray-ft-webhook/tls/tls.crt \
+    RAY_FT_WEBHOOK_TLS_KEY=/etc/ray-ft-webhook/tls/tls.key
 COPY --from=build /opt/venv /opt/venv
 # Numeric, so Kubernetes' runAsNonRoot can verify it without an /etc/passwd entry (distroless "nonroot").
 USER 65532:65532
 EXPOSE 8443
 ENTRYPOINT ["/opt/venv/bin/ray-ft-webhook"]
-CMD ["serve", "--port=8443", "--tls-cert=/etc/ray-ft-webhook/tls/tls.crt", "--tls-key=/etc/ray-ft-webhook/tls/tls.key"]
+CMD ["serve"]

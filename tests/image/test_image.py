@@ -135,17 +135,20 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(podman: Podman, tls_dir: Path) -> Container:
-    """Run the image as the Deployment does, serving the example RayClusters, and wait for /readyz."""
+    """Run the image as the Deployment does, serving the example RayClusters, and wait for /readyz.
+
+    The image's own CMD (`serve`) runs: the certificate comes from the image's default paths, and the port,
+    address and RayCluster folder from RAY_FT_WEBHOOK_* variables, which the image's defaults must not hide.
+    """
     port = free_port()
     run = podman(
         "run", "--detach", "--pull=never", "--network=host",
         "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
         "--volume", f"{tls_dir}:{TLS_DIR}:ro",
         "--volume", f"{EXAMPLES / 'rayclusters'}:{RAYCLUSTERS_DIR}:ro",
+        "--env", "RAY_FT_WEBHOOK_HOST=127.0.0.1", "--env", f"RAY_FT_WEBHOOK_PORT={port}",
+        "--env", f"RAY_FT_WEBHOOK_RAYCLUSTERS_FROM={RAYCLUSTERS_DIR}",
         podman.image,
-        # Arguments after the image replace its CMD, so they are the whole `serve` line.
-        "serve", "--host=127.0.0.1", f"--port={port}", f"--tls-cert={TLS_DIR}/tls.crt",
-        f"--tls-key={TLS_DIR}/tls.key", f"--rayclusters-from={RAYCLUSTERS_DIR}",
         check=False,
     )
     if run.returncode != 0:
