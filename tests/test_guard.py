@@ -13,8 +13,10 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from testkit import processes
 from testkit.webhook import WebhookProcess, start_webhook
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -141,29 +143,42 @@ def test_requests_within_the_limits_are_served_on_one_connection(hook: WebhookPr
             assert header.startswith(b"HTTP/1.1 200 ") and json.loads(body)["response"]["allowed"] is True
 
 
-def test_at_the_cap_silent_connections_make_room_and_busy_ones_refuse(tmp_path: Path) -> None:
-    """Four slots. Silent connections hold them: a new one takes the oldest silent one's place, so the
-    apiserver is never locked out by connections that send nothing. Four that each served a request hold them:
-    a fifth is closed at accept."""
+def test_at_the_cap_unused_connections_make_room_and_busy_ones_refuse(tmp_path: Path) -> None:
+    """Four slots. Connections that send nothing hold them: a new one takes the oldest silent one's place.
+    Connections idle after a request hold them: a new one takes the longest-idle one's place. So the apiserver
+    is never locked out by connections that do nothing. Four with a request in progress (stalled bodies) hold
+    them: a fifth is closed at accept."""
     hook = start_webhook(tmp_path, ["--max-connections", "4", "--request-head-timeout-s", "30",
-                                    "--rayclusters-from", str(EXAMPLES / "rayclusters")])
+                                    "--request-body-timeout-s", "30", "--rayclusters-from",
+                                    str(EXAMPLES / "rayclusters")])
     try:
         silent = [tls(hook) for _ in range(4)]
         mutate_works(hook)  # took the place of silent[0]
         assert read_all(silent[0]) == b""
-        assert refused(hook, "evicted") >= 1
         for sock in silent:
             sock.close()
-        busy = [tls(hook) for _ in range(4)]
-        for sock in busy:
+        idle = [tls(hook) for _ in range(4)]
+        for sock in idle:
             sock.sendall(head() + REVIEW)
             assert response(sock)[0].startswith(b"HTTP/1.1 200 ")
+        mutate_works(hook)  # took the place of idle[0]
+        assert read_all(idle[0]) == b""
+        for sock in idle:
+            sock.close()
+        stalled = [tls(hook) for _ in range(4)]
+        for sock in stalled:
+            # "100 Continue" comes when the app starts reading the body: the request is then in progress.
+            sock.sendall(head("Expect: 100-continue\r\n"))
+            assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+            sock.sendall(REVIEW[:10])
         with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
             tls(hook).sendall(head())
-        for sock in busy:
+        for sock in stalled:
             sock.close()
-        mutate_works(hook)
-        assert refused(hook, "connection_limit") >= 1
+        # The server learns of the closes a moment later; until then a new connection may still be refused.
+        processes.wait_until("a slot after closing the stalled connections", lambda: mutate_works(hook) or True,
+                             timeout=WAIT_S, ignore=(httpx.TransportError,))
+        assert refused(hook, "evicted") >= 2 and refused(hook, "connection_limit") >= 1
     finally:
         assert hook.stop() == 0, hook.logs()
 

@@ -7,8 +7,9 @@ protocol with those bounds added:
 
 - **connections**: at most `max_connections` at once, counted from accept (TLS handshakes included). At the
   cap, a new connection takes the place of the oldest one that has not yet sent a whole request head (still
-  in its handshake, or silent): connections that hold slots without using them cannot lock the apiserver out.
-  Only when every slot has served a request is the new one closed at accept, before any TLS state exists;
+  in its handshake, or silent), else of the one idle the longest between requests: connections that hold
+  slots without using them cannot lock the apiserver out. Only when every slot has a request in progress is
+  the new one closed at accept, before any TLS state exists;
 - **TLS**: the handshake is done here (`loop.start_tls`), so it is bounded by `tls_handshake_timeout_s`;
 - **request head**: complete within `head_timeout_s` of the connection (first request) or of its first
   byte (later ones); at most `max_header_bytes` and `max_headers` -> 431 and close;
@@ -48,8 +49,10 @@ class Guard:
     def __init__(self, limits: Limits, tls_context: ssl.SSLContext, metrics: Metrics) -> None:
         self.limits, self.tls_context, self.metrics = limits, tls_context, metrics
         self.open = 0
-        # Open connections that have not yet sent a whole request head, oldest first (dicts keep order).
+        # Open connections that have not yet sent a whole request head, oldest first (dicts keep order), and
+        # those idle between requests, longest idle first: the ones a new connection may replace at the cap.
         self._unproven: dict[GuardedProtocol, None] = {}
+        self._idle: dict[GuardedProtocol, None] = {}
         self._refused: dict[str, Any] = {}
         self._closed_since_trim = 0
         self._trim_scheduled = False
@@ -64,7 +67,7 @@ class Guard:
     def admit(self, connection: GuardedProtocol) -> bool:
         """Count `connection` in, making room at the cap by shedding the oldest unproven one; False: refuse it."""
         if self.open >= self.limits.max_connections:
-            oldest = next(iter(self._unproven), None)
+            oldest = next(iter(self._unproven), None) or next(iter(self._idle), None)
             if oldest is None:
                 self.refuse("connection_limit")
                 return False
@@ -74,12 +77,18 @@ class Guard:
         self._unproven[connection] = None
         return True
 
-    def proven(self, connection: GuardedProtocol) -> None:
-        """`connection` sent a whole request head: it is no longer the first to be shed."""
+    def busy(self, connection: GuardedProtocol) -> None:
+        """`connection` has a request in progress: it is not to be shed."""
         self._unproven.pop(connection, None)
+        self._idle.pop(connection, None)
+
+    def idle(self, connection: GuardedProtocol) -> None:
+        """`connection` answered its request and waits for the next one."""
+        self._idle[connection] = None
 
     def closed(self, connection: GuardedProtocol, loop: asyncio.AbstractEventLoop) -> None:
         self._unproven.pop(connection, None)
+        self._idle.pop(connection, None)
         self.open -= 1
         self._closed_since_trim += 1
         # After a burst (many connections closed, none left), return the freed buffers to the system once.
@@ -274,13 +283,18 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_pending, self._head_bytes = False, 0
-        self.guard.proven(self)
+        self.guard.busy(self)
         super().on_headers_complete()
         self._arm(self.guard.limits.body_timeout_s, "body_timeout")
 
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._lost and not self.pipeline:
+            self.guard.idle(self)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn answers a parser error with 400; a head refused by a limit gets its own status instead."""
