@@ -6,10 +6,10 @@ that connects and says nothing, sends half a head, or stalls in its body holds m
 protocol with those bounds added:
 
 - **connections**: at most `max_connections` at once, counted from accept (TLS handshakes included). At the
-  cap, a new connection takes the place of the oldest one that has not yet sent a whole request head (still
-  in its handshake, or silent), else of the one idle the longest between requests: connections that hold
-  slots without using them cannot lock the apiserver out. Only when every slot has a request in progress is
-  the new one closed at accept, before any TLS state exists;
+  cap, a new connection takes the place of the oldest one that has not sent a whole request head a second
+  after accept (still in its handshake, or silent), else of the one idle the longest between requests:
+  connections that hold slots without using them cannot lock the apiserver out. Otherwise (a burst of new
+  clients, or a request in progress on every slot) the new one is closed at accept, before any TLS state;
 - **TLS**: the handshake is done here (`loop.start_tls`), so it is bounded by `tls_handshake_timeout_s`;
 - **request head**: complete within `head_timeout_s` of the connection (first request) or of its first
   byte (later ones); at most `max_header_bytes` and `max_headers` -> 431 and close;
@@ -67,7 +67,10 @@ class Guard:
     def admit(self, connection: GuardedProtocol) -> bool:
         """Count `connection` in, making room at the cap by shedding the oldest unproven one; False: refuse it."""
         if self.open >= self.limits.max_connections:
-            oldest = next(iter(self._unproven), None) or next(iter(self._idle), None)
+            oldest = next(iter(self._unproven), None)
+            if oldest is not None and time.monotonic() - oldest.opened_at < _SHED_AFTER_S:
+                oldest = None  # a burst of new clients, not squatters: shedding them would only churn
+            oldest = oldest or next(iter(self._idle), None)
             if oldest is None:
                 self.refuse("connection_limit")
                 return False
@@ -103,6 +106,9 @@ class Guard:
             _malloc_trim(0)
 
 
+# A connection without a whole request head is shed at the cap only after this long: the apiserver's
+# handshake and head take milliseconds, so one still quiet after a second is squatting.
+_SHED_AFTER_S = 1.0
 # After a close (408, 431, keep-alive expiry), how long a peer may take to answer TLS's close_notify before the
 # connection is dropped (the loops' default is 30 s, which a silent peer would use to hold the memory).
 _TLS_SHUTDOWN_S = 2.0
@@ -155,7 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._ready = False  # TLS is up and uvicorn's connection_made has run
         self._lost = False
         self._evicted = False
-        self._tls_started = 0.0
+        self.opened_at = 0.0
         self._early = bytearray()  # application data that arrived with the end of the handshake
         self._deadline: TimerHandle | None = None
         self._head_pending = True
@@ -172,8 +178,8 @@ class GuardedProtocol(HttpToolsProtocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         self._counted = True
+        self.opened_at = time.monotonic()
         self._raw = transport
-        self._tls_started = time.monotonic()
         # start_tls's first step (its TLS protocol takes over the socket) must run now, inside connection_made:
         # uvloop starts reading as soon as connection_made returns, and the ClientHello must reach TLS, not us.
         self._step_tls(self.loop.start_tls(transport, self, guard.tls_context, server_side=True,  # type: ignore[arg-type]
@@ -188,7 +194,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._tls_ready(done.value)
             return
         except (OSError, ssl.SSLError, EOFError, TimeoutError):
-            elapsed = time.monotonic() - self._tls_started
+            elapsed = time.monotonic() - self.opened_at
             timed_out = elapsed >= self.guard.limits.tls_handshake_timeout_s * 0.99
             if not self._evicted:
                 self.guard.refuse("tls_handshake_timeout" if timed_out else "tls_handshake_failed")
