@@ -58,6 +58,12 @@ bench: venv
 	bash bench/build.sh >/dev/null
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+## abuse: what a stranger on the pod network can do to one serve process: RSS and probe latency per attack
+## (bench/abuse.py; ABUSE_ARGS="--source DIR" measures another checkout, e.g. a git worktree of an older commit)
+.PHONY: abuse
+abuse: venv
+	$(PY) bench/abuse.py $(ABUSE_ARGS)
+
 .PHONY: demo
 ## demo: the real KubeRay operator creates Ray pods on a local control plane, the webhook configures them (Ctrl-C stops)
 demo: venv
