@@ -162,7 +162,6 @@ def test_apiserver_restart(controlplane: ControlPlane, admin: client.ApiClient, 
             relisted = processes.wait_until(
                 "the webhook's RayCluster watch to relist after the restart",
                 lambda: log_lines(proc, "rayclusters listed") > lists_before and time.monotonic(), 60)
-            after_s = time.monotonic() - t_up
             create_raycluster(admin, ft_clusters(NAMESPACE, "watched")[1])
             processes.wait_until("the watch to deliver a new RayCluster",
                                  lambda: metric(proc, "ray_ft_webhook_rayclusters_cached") >= len(clusters) + 2, 30)
@@ -194,8 +193,8 @@ def test_apiserver_restart(controlplane: ControlPlane, admin: client.ApiClient, 
                  f"{len(after)} creates for cached RayClusters after it, all right; the webhook answered "
                  f"{len(direct)} direct reviews from its cache during the outage, all right; "
                  f"a RayCluster created after the restart: {len(late_results)} creates, all right "
-                 f"({fallback:.0f} fallback GET(s) found it); watch relisted {relisted - t_up:.1f} s after the "
-                 f"apiserver was ready (checked {after_s:.0f} s after) and delivered a new RayCluster live",
+                 f"({fallback:.0f} fallback GET(s) found it); the watch had relisted by the first check "
+                 f"({relisted - t_up:.1f} s after the apiserver was ready) and delivered a new RayCluster live",
     })
 
 
