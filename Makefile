@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8443
 
-.PHONY: run test test-deps lint venv clean fuzz
+.PHONY: run test test-deps lint venv clean fuzz faults
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ test: venv lint test-deps
 fuzz: venv
 	@seed=$${FUZZ_SEED:-$$RANDOM$$RANDOM}; scale=$${FUZZ_SCALE:-20}; echo "FUZZ_SEED=$$seed FUZZ_SCALE=$$scale"; \
 	FUZZ_SEED=$$seed FUZZ_SCALE=$$scale $(PY) -m pytest -m fuzz -q --durations=0
+
+## faults: the faults tier with 4 times longer phases at 40 pods/s (FAULTS_SCALE, FAULTS_RATE); prints the figures
+faults: venv
+	@scale=$${FAULTS_SCALE:-4}; rate=$${FAULTS_RATE:-40}; echo "FAULTS_SCALE=$$scale FAULTS_RATE=$$rate"; \
+	FAULTS_SCALE=$$scale FAULTS_RATE=$$rate $(PY) -m pytest -m faults -q --durations=0
 
 clean:
 	rm -rf $(VENV) certs/*.crt certs/*.key certs/*.b64 .pytest_cache .ruff_cache .hypothesis

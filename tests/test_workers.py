@@ -114,3 +114,22 @@ def test_worker_environment_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.on_lookup_failure is LookupFailure.ALLOW
     assert settings.default_redis_password_secret == SecretRef("s", "k")
     assert settings.head_reconnect_timeout_s == 90
+
+
+def test_reuse_port_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--reuse-port` (or RAY_FT_WEBHOOK_REUSE_PORT=true) reaches the options; it refuses --workers > 1."""
+    for name in [n for n in list(os.environ) if n.startswith(cli.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    parser = cli.build_parser()
+    for argv, env, expected in ((["serve"], None, False), (["serve", "--reuse-port"], None, True),
+                                (["serve"], "true", True), (["serve", "--reuse-port", "false"], "true", False)):
+        if env is not None:
+            monkeypatch.setenv("RAY_FT_WEBHOOK_REUSE_PORT", env)
+        args = parser.parse_args(argv)
+        cli.resolve_env(parser, args)
+        assert cli.serve_options(args, None).reuse_port is expected, (argv, env)
+    args = parser.parse_args(["serve", "--reuse-port", "--workers", "2"])
+    cli.resolve_env(parser, args)
+    with pytest.raises(SystemExit) as exc:
+        cli.serve_options(args, None)
+    assert exc.value.code == 2 and "--reuse-port needs --workers 1" in capsys.readouterr().err

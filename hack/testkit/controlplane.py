@@ -131,6 +131,7 @@ class ControlPlane:
         self.ca_pem = b""
         self.admin_kubeconfig = Path()
         self.startup_seconds = 0.0
+        self._resolved_bin_dir: Path | None = None
         self._serving_ca: KeyPair | None = None
         self._client_ca: KeyPair | None = None
         # Processes in start order; kept after stop() so logs() still works.
@@ -158,7 +159,7 @@ class ControlPlane:
         binaries = ["kube-apiserver", "etcd"]
         if self.with_controller_manager:
             binaries.append("kube-controller-manager")
-        bin_dir = self._bin_dir or testbin_dir(binaries)
+        bin_dir = self._resolved_bin_dir = self._bin_dir or testbin_dir(binaries)
         for name in binaries:
             if not os.access(bin_dir / name, os.X_OK):
                 raise ControlPlaneError(f"{bin_dir / name} is missing; run {TESTBIN_SCRIPT}")
@@ -185,6 +186,27 @@ class ControlPlane:
             processes.stop_process(proc, self.stop_timeout)
         if self.workdir is not None and not self.keep_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop_apiserver(self, kill: bool = False) -> int | None:
+        """Stop kube-apiserver alone by PID (SIGTERM, or SIGKILL with `kill`); etcd keeps the data. Returns its
+        exit code. `start_apiserver` brings it back on the same port."""
+        proc = self._procs["kube-apiserver"]
+        if kill and proc.poll() is None:
+            proc.kill()
+        return processes.stop_process(proc, self.stop_timeout)
+
+    def start_apiserver(self) -> float:
+        """Start kube-apiserver again on its port with the same flags, etcd and credentials (after
+        `stop_apiserver`); returns the seconds until its /readyz answered 200."""
+        if self._procs["kube-apiserver"].poll() is None:
+            raise ControlPlaneError("kube-apiserver is still running")
+        assert self._resolved_bin_dir is not None
+        began = time.monotonic()
+        try:
+            self._start_apiserver(self._resolved_bin_dir, port=self.apiserver_port)
+        except ControlPlaneError as exc:
+            raise ControlPlaneError(f"{exc}\n{self.logs(tail_lines=40)}") from exc
+        return time.monotonic() - began
 
     # -- identities --------------------------------------------------------------------------------
 
@@ -349,10 +371,11 @@ class ControlPlane:
         )
         self._wait_healthy("etcd", client_port, "/health", None, time.monotonic() + self.ready_timeout)
 
-    def _start_apiserver(self, bin_dir: Path) -> None:
-        (self.apiserver_port,) = free_ports(1)
-        self.url = f"https://127.0.0.1:{self.apiserver_port}"
-        self.admin_kubeconfig = self.write_kubeconfig(self._path("admin.kubeconfig"), ADMIN_USER, ADMIN_GROUPS)
+    def _start_apiserver(self, bin_dir: Path, port: int | None = None) -> None:
+        if port is None:
+            (self.apiserver_port,) = free_ports(1)
+            self.url = f"https://127.0.0.1:{self.apiserver_port}"
+            self.admin_kubeconfig = self.write_kubeconfig(self._path("admin.kubeconfig"), ADMIN_USER, ADMIN_GROUPS)
         self._spawn(
             "kube-apiserver",
             [

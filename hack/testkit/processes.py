@@ -212,6 +212,43 @@ def cpu_seconds(pids_: Sequence[int]) -> float:
     return ticks / CLK_TCK
 
 
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process `pid` holds open."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def _tcp4() -> Iterator[tuple[int, int, str, int]]:
+    """(local port, remote port, state in hex, inode) of every IPv4 TCP socket in our network namespace."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        yield int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3], int(fields[9])
+
+
+def listening(pid: int, port: int) -> bool:
+    """True when process `pid` holds a socket listening on TCP `port` (IPv4)."""
+    mine = _socket_inodes(pid)
+    return any(local == port and state == "0A" and inode in mine for local, _, state, inode in _tcp4())
+
+
+def connection_owner(server_port: int, client_port: int, candidates: Sequence[int]) -> int | None:
+    """Which of `candidates` holds the server end of the TCP connection from `client_port` to `server_port`
+    (with SO_REUSEPORT, any of the listening processes may have accepted it); None if none does (yet)."""
+    inodes = {inode for local, remote, _, inode in _tcp4() if local == server_port and remote == client_port}
+    for pid in candidates:
+        if inodes & _socket_inodes(pid):
+            return pid
+    return None
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

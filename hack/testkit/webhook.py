@@ -91,14 +91,19 @@ class WebhookProcess:
 
 
 def start_webhook(workdir: Path, args: Sequence[str], env: dict[str, str] | None = None,
-                  ready_timeout: float = 30, port: int | None = None) -> WebhookProcess:
-    """Run `python -m webhook serve` with TLS files from `workdir` (made if missing) and wait for /readyz."""
+                  ready_timeout: float = 30, port: int | None = None, name: str | None = None) -> WebhookProcess:
+    """Run `python -m webhook serve` with TLS files from `workdir` (made if missing) and wait for /readyz.
+
+    With `--reuse-port` in `args` another process may answer on the port, so this one is ready once it listens
+    on the port itself (and /readyz answers). `name` tells the log file apart from other processes' on the port.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     ca = workdir / "ca.crt"
     if not ca.exists():
         make_certs(workdir)
     port = port or free_port()
-    log = workdir / f"webhook-{port}.log"
+    shared = "--reuse-port" in args
+    log = workdir / f"webhook-{port}{'-' + name if name else ''}.log"
     cmd = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--tls-cert", str(workdir / "tls.crt"), "--tls-key", str(workdir / "tls.key"), *args]
     proc = processes.start(cmd, log=log, env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **(env or {})})
@@ -107,6 +112,8 @@ def start_webhook(workdir: Path, args: Sequence[str], env: dict[str, str] | None
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"webhook exited with {proc.returncode}:\n{hook.logs()}")
+        if shared and not processes.listening(proc.pid, port):
+            return False
         return client.get("/readyz").status_code == 200
 
     with hook.client() as client:

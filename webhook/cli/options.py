@@ -148,6 +148,14 @@ def _workers(text: str) -> int:
     return count
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
 def _namespaces(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -184,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--log-level", "debug, info, warning or error", _log_level, default="info")
     _add(serve, "--workers", "worker processes sharing the port, each with its own RayCluster cache (use one "
          "per core; /metrics then shows the worker that answers the scrape)", _workers, default=1)
+    _add(serve, "--reuse-port", "bind the port with SO_REUSEPORT, so a second `serve` can listen on the same "
+         "address and connections are spread over both (rolling restarts without a closed port; one worker "
+         "process only)", _bool, default=False, nargs="?", const=True, metavar="BOOL")
     limits = serve.add_argument_group(
         "limits on clients (beyond each, the connection or request is refused and counted in /metrics)")
     d = Limits()
@@ -280,6 +291,8 @@ class ServeOptions:
     cert_target: CertTarget | None = None
     cert_sync_interval_s: float = 30.0
     workers: int = 1
+    # Bind with SO_REUSEPORT (`--reuse-port`): processes of the same user share the address.
+    reuse_port: bool = False
     limits: Limits = field(default_factory=Limits)
 
 
@@ -299,11 +312,14 @@ def cert_target_from(args: argparse.Namespace, command: str) -> CertTarget | Non
 
 
 def serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> ServeOptions:
+    if args.reuse_port and args.workers > 1:
+        fail("serve", "--reuse-port needs --workers 1 (the workers of one process already share its socket)")
     return ServeOptions(
         host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
         cert_target=cert_target, cert_sync_interval_s=args.cert_sync_interval_s, workers=args.workers,
+        reuse_port=args.reuse_port,
         limits=Limits(
             max_connections=args.max_connections, tls_handshake_timeout_s=args.tls_handshake_timeout_s,
             head_timeout_s=args.request_head_timeout_s, body_timeout_s=args.request_body_timeout_s,

@@ -16,6 +16,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -94,6 +95,25 @@ def _uvicorn_options(opts: ServeOptions) -> dict[str, Any]:
     }
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """`--reuse-port`: the listening socket, bound with SO_REUSEPORT (and SO_REUSEADDR, as uvicorn binds).
+
+    Every process of the same user that binds the address this way gets its own accept queue and the kernel
+    spreads new connections over them; a process that stops takes only its own queue with it. uvicorn calls
+    listen() once the app has started, so a starting process gets no connection before it can answer.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} with --reuse-port: {exc.strerror or exc}") from None
+    return sock
+
+
 def run(opts: ServeOptions, settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises InputError/TLSError for unusable configuration before listening."""
     if opts.workers > 1:
@@ -112,10 +132,12 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
-    log.info("serving", extra={"host": opts.host, "port": opts.port, "settings": _describe(settings)})
+    log.info("serving", extra={"host": opts.host, "port": opts.port, "reuse_port": opts.reuse_port,
+                               "settings": _describe(settings)})
+    sockets = [reuse_port_socket(opts.host, opts.port)] if opts.reuse_port else None
     _freeze_startup_heap()
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         if isinstance(lookup, WatchCache):
             lookup.stop()

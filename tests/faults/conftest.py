@@ -1,0 +1,160 @@
+"""Fixtures of the faults tier: a control plane of its own (its kube-apiserver gets restarted), the webhook's
+identity, a namespace with FT RayClusters, continuous pod creation (`testkit.podload`) and the figures table.
+
+FAULTS_SCALE (default 1) multiplies every phase's duration and FAULTS_RATE (default 20) sets pods per second;
+`make faults` raises both. Each scenario appends a row to the table printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from testkit import kube, podload
+from testkit.ci import in_ci
+from testkit.controlplane import RAYCLUSTER_CRD, ControlPlane, ControlPlaneError, install_webhook_identity
+from testkit.kuberay_pods import quickstart_raycluster, raycluster
+from webhook.core.settings import SecretRef, Settings
+
+pytestmark = pytest.mark.faults
+
+SCALE = float(os.environ.get("FAULTS_SCALE", "1") or 1)
+RATE = float(os.environ.get("FAULTS_RATE", "20") or 20)
+NAMESPACE = "faults"
+# The settings of tests/e2e and testkit.webhook.ADMIN_ARGS (the webhook runs with those flags).
+ADMIN_SETTINGS = Settings(default_redis_address="redis.ray-system:6379",
+                          default_redis_password_secret=SecretRef("redis-admin", "pw"))
+
+FIGURES: list[dict[str, Any]] = []
+
+
+def seconds(base: float) -> float:
+    """A phase's duration at this run's scale."""
+    return base * SCALE
+
+
+@pytest.fixture(scope="session")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    if not in_ci() and shutil.which("go") is None and not os.environ.get("RAY_FT_WEBHOOK_TESTBIN"):
+        pytest.skip("faults tier skipped: no Go toolchain to build kube-apiserver/etcd (install Go, or CI=true)")
+    cp = ControlPlane(base_dir=tmp_path_factory.mktemp("controlplane"))
+    try:
+        cp.start()
+    except ControlPlaneError as exc:
+        pytest.fail(f"control plane did not start: {exc}")
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(controlplane: ControlPlane) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(controlplane.admin_kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def crd(admin: client.ApiClient) -> None:
+    client.ApiextensionsV1Api(admin).create_custom_resource_definition(RAYCLUSTER_CRD)
+    kube.wait_established(admin, ["rayclusters.ray.io"])
+
+
+@pytest.fixture(scope="session")
+def webhook_identity(controlplane: ControlPlane, admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory,
+                     crd: None) -> Path:
+    folder = tmp_path_factory.mktemp("identity")
+    return install_webhook_identity(controlplane, admin, kube.dynamic_client(admin, folder),
+                                    folder / "webhook.kubeconfig")
+
+
+def create_raycluster(admin: client.ApiClient, rc: dict[str, Any]) -> dict[str, Any]:
+    """Store `rc` (its uid dropped) and return it as stored."""
+    body = {**rc, "metadata": {k: v for k, v in rc["metadata"].items() if k != "uid"}}
+    return client.CustomObjectsApi(admin).create_namespaced_custom_object(  # type: ignore[no-any-return]
+        "ray.io", "v1", body["metadata"]["namespace"], "rayclusters", body)
+
+
+def ft_clusters(namespace: str, prefix: str) -> list[dict[str, Any]]:
+    """Four FT RayClusters in the forms the webhook reads: the quick start, gcsFaultToleranceOptions,
+    annotations over admin defaults, and admin defaults alone."""
+    return [
+        quickstart_raycluster(name=f"{prefix}-quickstart", namespace=namespace),
+        raycluster(name=f"{prefix}-options", namespace=namespace,
+                   options={"redisAddress": "redis.options:6379",
+                            "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis-opt", "key": "pw"}}}}),
+        raycluster(name=f"{prefix}-annotated", namespace=namespace,
+                   annotations={"ray.io/ft-enabled": "true", "ray-ft-webhook.io/redis-address": "redis.ann:6379",
+                                "ray-ft-webhook.io/worker-reconnect-timeout-s": "900"}),
+        raycluster(name=f"{prefix}-defaults", namespace=namespace, annotations={"ray.io/ft-enabled": "true"}),
+    ]
+
+
+@pytest.fixture(scope="session")
+def clusters(admin: client.ApiClient, crd: None) -> list[dict[str, Any]]:
+    """The tier's FT RayClusters, stored before any webhook starts (so every webhook has them cached)."""
+    kube.ensure_namespace(admin, NAMESPACE)
+    return [create_raycluster(admin, rc) for rc in ft_clusters(NAMESPACE, "cached")]
+
+
+def targets(stored: Sequence[dict[str, Any]], settings: Settings = ADMIN_SETTINGS, **kwargs: Any
+            ) -> list[podload.Target]:
+    """A head and a worker pod of each stored RayCluster."""
+    return [podload.target(rc, role, settings, **kwargs) for rc in stored for role in ("head", "worker")]
+
+
+@pytest.fixture(scope="session")
+def make_load(controlplane: ControlPlane) -> Callable[..., podload.PodLoad]:
+    """PodLoad against this control plane as the admin, at the run's rate unless given."""
+    assert controlplane.workdir is not None
+    cert = (controlplane.workdir / "admin.crt", controlplane.workdir / "admin.key")
+
+    def make(load_targets: Sequence[podload.Target], **kwargs: Any) -> podload.PodLoad:
+        kwargs.setdefault("rate", RATE)
+        return podload.PodLoad(controlplane.url, controlplane.ca_pem, cert, load_targets, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[dict[str, Any]]:
+    return FIGURES
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    head = ["scenario", "attempted", "failed", "wrong", "not admitted (why)", "recovery"]
+    body = [[r["scenario"], str(r["attempted"]), str(r["failed"]), str(r["wrong"]), r.get("other", ""),
+             r.get("recovery", "")] for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section(f"faults: figures (FAULTS_SCALE={SCALE:g}, FAULTS_RATE={RATE:g} pods/s)")
+    for line in _table(FIGURES):
+        terminalreporter.write_line(line)
+    for row in FIGURES:
+        if row.get("notes"):
+            terminalreporter.write_line(f"- {row['scenario']}: {row['notes']}")
+
+
+@pytest.fixture(autouse=True)
+def _print_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed and "controlplane" in request.fixturenames:
+        cp: ControlPlane = request.getfixturevalue("controlplane")
+        print(f"\n--- control plane logs ---\n{cp.logs(tail_lines=60)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
