@@ -465,3 +465,115 @@ def test_secret_values_never_in_warnings_or_denials() -> None:
     for role in ("head", "worker"):
         result = run(cluster, role)
         assert secret not in " ".join(result.warnings) + (result.denied or "")
+
+
+# --- KubeRay 1.7's empty RAY_REDIS_ADDRESS (optional gcsFaultToleranceOptions.redisAddress) ---------------------
+
+V17_PLACEHOLDER = [{"name": "RAY_REDIS_ADDRESS", "value": ""}]
+
+
+@pytest.mark.parametrize(("cluster", "settings", "address"), [
+    (raycluster(options={}, annotations={"ray-ft-webhook.io/redis-address": "ours:6379"}), Settings(), "ours:6379"),
+    (raycluster(options={"redisPassword": {"valueFrom": SECRET_REF}}), Settings(default_redis_address="adm:6379"),
+     "adm:6379"),
+], ids=["our-annotation", "admin-default"])
+def test_kuberay_17_empty_address_placeholder_is_replaced(cluster: dict[str, Any], settings: Settings,
+                                                           address: str) -> None:
+    """KubeRay 1.7 appends RAY_REDIS_ADDRESS="" to the head when the options give no address: it is KubeRay's,
+    not the user's (the head template does not set it), and kept it would leave GCS in memory."""
+    p = pod(cluster, "head")
+    p["spec"]["containers"][0]["env"] = V17_PLACEHOLDER + p["spec"]["containers"][0]["env"]
+    result = render(cluster, p, settings)
+    assert {"op": "replace", "path": "/spec/containers/0/env/0",
+            "value": {"name": "RAY_REDIS_ADDRESS", "value": address}} in result.patch
+    assert [e for e in result.pod["spec"]["containers"][0]["env"] if e["name"] == "RAY_REDIS_ADDRESS"] == [
+        {"name": "RAY_REDIS_ADDRESS", "value": address}]
+    assert "RAY_REDIS_ADDRESS" in annotations_of(result)["ray-ft-webhook.io/injected"].split(",")
+    assert not any("no Redis address" in w for w in result.warnings)
+    assert render(cluster, result.pod, settings).patch == []
+
+
+def test_kuberay_17_empty_address_placeholder_without_a_source_warns() -> None:
+    cluster = raycluster(options={})
+    result = run(cluster, pod_env=V17_PLACEHOLDER)
+    assert not any(op["op"] == "replace" for op in result.patch)
+    assert any("no Redis address is set" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("head_env, pod_env", [
+    ([{"name": "RAY_REDIS_ADDRESS", "value": ""}], V17_PLACEHOLDER),  # the user's own empty value
+    (None, V17_PLACEHOLDER + V17_PLACEHOLDER),  # the name twice: one entry is someone else's
+], ids=["users-own-empty-address", "name-twice"])
+def test_empty_address_that_is_not_kuberays_is_kept(head_env: list[dict[str, Any]] | None,
+                                                    pod_env: list[dict[str, Any]]) -> None:
+    cluster = raycluster(options={}, annotations={"ray-ft-webhook.io/redis-address": "ours:6379"}, head_env=head_env)
+    result = run(cluster, pod_env=pod_env)
+    assert not any(op["op"] == "replace" for op in result.patch)
+    assert result.pod["spec"]["containers"][0]["env"][:len(pod_env)] == pod_env
+
+
+# --- values Ray's GCS dies on ---------------------------------------------------------------------------------
+
+USER_ONLY = {**FT, "ray-ft-webhook.io/redis-address": "r:6379", "ray-ft-webhook.io/redis-username": "ray"}
+
+FATAL_CASES = [
+    Case("username-without-any-password-not-injected", raycluster(annotations=USER_ONLY), added=None,
+         warnings=("REDIS_USERNAME from ray-ft-webhook.io/redis-username not injected",)),
+    Case("username-with-admin-password-injected", raycluster(annotations=USER_ONLY),
+         settings=Settings(default_redis_password_secret=SecretRef("adm", "pw")),
+         flags=("--redis-username=$REDIS_USERNAME", "--redis-password=$REDIS_PASSWORD")),
+    Case("username-with-pods-own-password-injected", raycluster(annotations=USER_ONLY),
+         pod_env=[{"name": "REDIS_PASSWORD", "valueFrom": SECRET_REF}], flags=("--redis-username=$REDIS_USERNAME",)),
+    Case("username-with-empty-own-password-not-injected", raycluster(annotations=USER_ONLY),
+         pod_env=[{"name": "REDIS_PASSWORD", "value": "x"}, {"name": "REDIS_PASSWORD", "value": ""}],
+         warnings=("not injected: no Redis password either",)),
+    Case("options-username-without-password-warns", raycluster(options={
+         "redisAddress": "r:6379", "redisUsername": {"value": "ray"}}),
+         warnings=("REDIS_USERNAME from gcsFaultToleranceOptions not injected",)),
+    Case("template-username-without-password-warns", raycluster(annotations={
+         **FT, "ray-ft-webhook.io/redis-address": "r:6379"}, head_env=[{"name": "REDIS_USERNAME", "value": "u"}]),
+         pod_env=[{"name": "REDIS_USERNAME", "value": "u"}],
+         warnings=("Redis username from the head's env but no password from any source",)),
+    Case("options-address-with-other-scheme-not-injected", raycluster(options={"redisAddress": "http://r:6379"}),
+         warnings=("redisAddress 'http://r:6379' not injected: it has scheme 'http', not redis or rediss",
+                   "no Redis address is set")),
+    Case("options-address-with-credentials-not-injected",
+         raycluster(options={"redisAddress": "redis://u:p@r:6379"}),
+         warnings=("not injected: it has credentials; Ray reads them only as username and password",)),
+    Case("template-address-without-port-warns", raycluster(annotations=FT, head_env=[
+         {"name": "RAY_REDIS_ADDRESS", "value": "redis://r"}]), pod_env=[{"name": "RAY_REDIS_ADDRESS",
+         "value": "redis://r"}], warnings=("head env RAY_REDIS_ADDRESS 'redis://r' has no host:port",)),
+    Case("our-address-with-credentials-denied", raycluster(annotations={
+         **FT, "ray-ft-webhook.io/redis-address": "redis://u:p@r:6379"}),
+         denied="ray-ft-webhook.io/redis-address: 'redis://u:p@r:6379' is not an address Ray can use"),
+    Case("our-rediss-address-list-accepted", raycluster(annotations={
+         **FT, "ray-ft-webhook.io/redis-address": "rediss://a:6380,b:6379"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "rediss://a:6380,b:6379"}),
+]
+
+
+@pytest.mark.parametrize("case", FATAL_CASES, ids=[c.id for c in FATAL_CASES])
+def test_never_a_combination_ray_dies_on(case: Case) -> None:
+    test_plan(case)
+    result = run(case.cluster, case.role, case.settings, case.pod_env)
+    env = env_of(result)
+    if "REDIS_USERNAME" in added_env(result):
+        assert "REDIS_PASSWORD" in env and env["REDIS_PASSWORD"] != ""
+    if "RAY_REDIS_ADDRESS" in added_env(result):
+        from webhook.core.redis_address import address_problem
+        assert address_problem(added_env(result)["RAY_REDIS_ADDRESS"]) is None
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("r:6379", None), ("redis://r:6379", None), ("rediss://r:6380", None), ("a:1, b:2", None),
+    ("[::1]:6379", None), ("redis://[fd00::1]:6379", None),
+    ("http://r:6379", "has scheme 'http', not redis or rediss"),
+    ("redis://u:p@r:6379", "has credentials; Ray reads them only as username and password"),
+    ("redis://r", "has no host:port"), ("r:port", "has no valid port"), ("r:70000", "has no valid port"),
+    ("r:\uff16\uff13\uff17\uff19", "has no valid port"),  # full-width digits
+    ("a:1,,b:2", "has no host:port"), (" ", "is empty"), (":6379", "has no host:port"),
+])
+def test_redis_address_rules(address: str, problem: str | None) -> None:
+    """What Ray 2.60's get_address accepts (checked against its source: ray._private.services.get_address)."""
+    from webhook.core.redis_address import address_problem
+    assert address_problem(address) == problem

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from webhook.admission.limits import Limits
 from webhook.certs.sync import CertTarget
+from webhook.core.redis_address import parse_redis_address
 from webhook.core.settings import (
     KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
     LookupFailure,
@@ -79,7 +80,8 @@ def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def _add_defaults(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the admin's defaults (used when a RayCluster gives no value)")
-    _add(group, "--default-redis-address", "Redis address for RAY_REDIS_ADDRESS, e.g. redis.ray:6379")
+    _add(group, "--default-redis-address", "Redis address for RAY_REDIS_ADDRESS, e.g. redis.ray:6379",
+         parse_redis_address)
     _add(group, "--default-redis-password-secret",
          "Secret NAME or NAME/KEY (key default: password) for REDIS_PASSWORD", SecretRef.parse)
     _add(group, "--worker-reconnect-timeout-s", "seconds workers wait for GCS to come back",

@@ -15,6 +15,7 @@ from webhook.core import annotations as ann
 from webhook.core import raystart
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
+from webhook.core.redis_address import address_problem
 from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings, parse_positive_int, quote
 
 ENV_STORAGE_NAMESPACE = "RAY_external_storage_namespace"
@@ -152,7 +153,16 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> _Values:
     if storage_ns == "":
         warnings.append("the external storage namespace is empty; give each RayCluster its own namespace")
 
-    address = (opts.redis_address if opts else "") or ours.redis_address or s.default_redis_address
+    address = (opts.redis_address if opts else "") or ours.redis_address or s.default_redis_address or ""
+    # Ours and the admin's are checked when parsed; one the RayCluster gives is never injected if Ray dies on it.
+    problem = address_problem(address) if address else None
+    if problem is not None:
+        warnings.append(f"redisAddress {quote(address, 20)} not injected: it {problem}")
+        address = ""
+    template_address = c.head_env.values.get(ENV_REDIS_ADDRESS)
+    problem = address_problem(template_address) if template_address else None
+    if template_address and problem is not None:
+        warnings.append(f"head env RAY_REDIS_ADDRESS {quote(template_address, 24)} {problem}: GCS cannot start")
 
     username: EnvVar | None = None
     if opts is not None and opts.redis_username is not None:
@@ -216,6 +226,37 @@ def _legacy_password_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
     return indexes[0]
 
 
+def _address_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
+    """The index of an empty RAY_REDIS_ADDRESS that KubeRay 1.7 added itself, or None.
+
+    KubeRay 1.7 makes `gcsFaultToleranceOptions.redisAddress` optional and then appends `RAY_REDIS_ADDRESS=""`
+    to the head: kept, Ray would hold GCS in memory. Not the user's when the head template does not set it;
+    only a lone entry qualifies, as for the password placeholder.
+    """
+    indexes = pod.env_indexes(ENV_REDIS_ADDRESS)
+    if len(indexes) != 1 or ENV_REDIS_ADDRESS in c.head_env.names or pod.env_value(ENV_REDIS_ADDRESS) != "":
+        return None
+    return indexes[0]
+
+
+def _sets_password(entry: Mapping[str, Any]) -> bool:
+    """A REDIS_PASSWORD env entry gives Ray a password: a valueFrom (its value unknown here) or a non-empty value."""
+    return "valueFrom" in entry or entry.get("value", "") != ""
+
+
+def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
+    """Where the head's Redis username comes from, for the warning; None when it gets none."""
+    if ENV_REDIS_USERNAME in pod.env_names:
+        return "the head's env"
+    if c.head_start_params.get("redis-username"):
+        return "rayStartParams"
+    if c.options is not None and c.options.redis_username is not None:
+        return "gcsFaultToleranceOptions"
+    if c.ours.redis_username:
+        return ann.REDIS_USERNAME
+    return None
+
+
 def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
     present = pod.env_names
     pod_annotations = pod.annotations or {}
@@ -242,6 +283,23 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) 
     password = v.redis_password
     if placeholder is not None and password is not None and (password.value_from is not None or password.value):
         replace_env = ((placeholder, password),)
+    address_slot = _address_placeholder(c, pod)
+    if address_slot is not None and v.redis_address is not None:
+        replace_env += ((address_slot, EnvVar(ENV_REDIS_ADDRESS, v.redis_address)),)
+
+    # Ray's GCS aborts (RAY_CHECK in AuthenticateRedis) on a Redis username without a password.
+    given = [e for e in pod.env or () if e["name"] == ENV_REDIS_PASSWORD][-1:]
+    added_password = [e for e in (*env, *(e for _, e in replace_env)) if e.name == ENV_REDIS_PASSWORD]
+    has_password = (bool(given) and _sets_password(given[0])) or any(
+        e.value_from is not None or e.value for e in added_password)
+    if not has_password:
+        source = _username_source(c, pod)
+        if any(e.name == ENV_REDIS_USERNAME for e in env):
+            env = tuple(e for e in env if e.name != ENV_REDIS_USERNAME)
+            warnings.append(f"REDIS_USERNAME from {source} not injected: no Redis password either; "
+                            "Ray's GCS aborts on that")
+        elif source is not None:
+            warnings.append(f"Redis username from {source} but no password from any source: Ray's GCS aborts")
 
     added = {e.name for e in env} | {e.name for _, e in replace_env}
     wanted = [flag for var, flag in _CREDENTIAL_FLAGS if var in added]
@@ -292,9 +350,9 @@ def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
 
     v = _resolve(c, pod.owner.uid, s)
     warnings += v.warnings
-    if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and ENV_REDIS_ADDRESS not in (
-        pod.env_names if pod.role == "head" else ()
-    ):
+    pod_sets_address = (pod.role == "head" and ENV_REDIS_ADDRESS in pod.env_names
+                        and _address_placeholder(c, pod) is None)
+    if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and not pod_sets_address:
         warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
     if pod.role == "head":
         return _head_plan(c, pod, v, warnings)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core import annotations as ann
+from webhook.core.redis_address import address_problem
 from webhook.core.settings import SecretRef, parse_positive_int, quote
 
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
@@ -181,8 +182,11 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
                 errors.append(_annotation_error(key, raw, 'is not "true" or "false"'))
             parsed["inject"] = value.lower() != "false"
         elif key in (ann.REDIS_ADDRESS, ann.REDIS_USERNAME):
+            problem = address_problem(value) if key == ann.REDIS_ADDRESS else None
             if not value or any(c.isspace() for c in value):
                 errors.append(_annotation_error(key, raw, "must be non-empty and contain no spaces"))
+            elif problem is not None:
+                errors.append(_annotation_error(key, raw, f"is not an address Ray can use: it {problem}"))
             elif key == ann.REDIS_ADDRESS:
                 parsed["redis_address"] = value
             else:
@@ -205,7 +209,7 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
 
 
 # Head env variables whose literal value a check reads.
-_HEAD_ENV_VALUES = ("RAY_gcs_rpc_server_reconnect_timeout_s", "REDIS_PASSWORD")
+_HEAD_ENV_VALUES = ("RAY_gcs_rpc_server_reconnect_timeout_s", "REDIS_PASSWORD", "RAY_REDIS_ADDRESS")
 
 
 def _head_env(head: Mapping[str, Any], errors: _Errors) -> HeadEnv:

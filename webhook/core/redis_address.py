@@ -1,0 +1,48 @@
+"""What Ray accepts as `RAY_REDIS_ADDRESS`, so the webhook never hands its GCS an address it dies on.
+
+Ray 2.60 (`ray._private.node` and `services.get_address`) splits the value on commas and reads each entry as
+`host:port`, `redis://host:port` or `rediss://host:port` (TLS). Any other scheme raises ValueError, and an entry
+without a port or with credentials (`user:pass@host:port`) fails to parse: the head's `ray start` exits and GCS
+never starts. Credentials go in REDIS_USERNAME/REDIS_PASSWORD, never in the address.
+"""
+
+from __future__ import annotations
+
+SCHEMES = ("redis", "rediss")
+
+
+def _entry_problem(entry: str) -> str | None:
+    scheme, sep, rest = entry.partition("://")
+    if not sep:
+        scheme, rest = "", entry
+    elif scheme not in SCHEMES:
+        return f"has scheme {scheme!r}, not redis or rediss"
+    if "@" in rest:
+        return "has credentials; Ray reads them only as username and password"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or host in ("[", "[]"):
+        return "has no host:port"
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return "has no valid port"
+    return None
+
+
+def address_problem(address: str) -> str | None:
+    """Why Ray cannot start GCS with `address`, or None when every comma-separated entry is usable."""
+    entries = [entry.strip() for entry in address.split(",")]
+    if not any(entries):
+        return "is empty"
+    for entry in entries:
+        problem = _entry_problem(entry)
+        if problem is not None:
+            return problem
+    return None
+
+
+def parse_redis_address(text: str) -> str:
+    """`text` stripped, or ValueError naming what Ray would fail on (for flags and our annotation)."""
+    address = text.strip()
+    problem = address_problem(address)
+    if problem is not None:
+        raise ValueError(f"{text!r}: {problem}")
+    return address
