@@ -233,11 +233,15 @@ def check_patch(original: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str
     added = [e["name"] for e in new_env[len(old_env):]]
     assert len(added) == len(set(added)) and not set(added) & set(old_names), f"env name duplicated: {added}"
     for i, entry in enumerate(old_env):
-        if new_env[i] != entry:  # only KubeRay's lone generated command line or its lone empty password placeholder
+        if new_env[i] != entry:  # only KubeRay's lone generated command line or its lone empty placeholders
             assert old_names.count(entry["name"]) == 1, f"changed a duplicated env entry {entry['name']}"
-            assert entry["name"] in ("KUBERAY_GEN_RAY_START_CMD", "REDIS_PASSWORD"), f"changed {entry['name']}"
+            placeholders = ("REDIS_PASSWORD", "RAY_REDIS_ADDRESS")  # KubeRay <= 1.2's and 1.7's
+            assert entry["name"] in ("KUBERAY_GEN_RAY_START_CMD", *placeholders), f"changed {entry['name']}"
             placeholder = entry.get("value") in ("", None) and not entry.get("valueFrom")
-            assert entry["name"] != "REDIS_PASSWORD" or placeholder, "changed a user's password"
+            assert entry["name"] not in placeholders or placeholder, f"changed a user's {entry['name']}"
+    if "REDIS_USERNAME" in added:  # Ray's GCS aborts on a username without a password
+        passwords = [e for e in new_env if e["name"] == "REDIS_PASSWORD"]
+        assert passwords and ("valueFrom" in passwords[-1] or passwords[-1].get("value")), "username, no password"
     old_ann = original["metadata"].get("annotations") or {}
     new_ann = patched["metadata"].get("annotations") or {}
     assert all(new_ann[k] == v for k, v in old_ann.items() if k != "ray-ft-webhook.io/injected")
