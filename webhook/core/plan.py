@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.core import annotations as ann
-from webhook.core import raystart
+from webhook.core import cleanup, raystart
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
 from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings, parse_positive_int, quote
@@ -60,12 +60,15 @@ class Plan:
     # Env entries to replace in place, by index: only KubeRay <= 1.2's empty REDIS_PASSWORD placeholder.
     replace_env: tuple[tuple[int, EnvVar], ...] = ()
     ray_start_flags: tuple[str, ...] = ()
+    # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
+    cleanup_args0: str | None = None
     warnings: tuple[str, ...] = ()
     skipped: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.annotations or self.env or self.replace_env or self.ray_start_flags)
+        return not (self.annotations or self.env or self.replace_env or self.ray_start_flags
+                    or self.cleanup_args0 is not None)
 
     @property
     def injected_names(self) -> tuple[str, ...]:
@@ -75,6 +78,7 @@ class Plan:
             + tuple(e.name for e in self.env)
             + tuple(e.name for _, e in self.replace_env)
             + tuple(raystart.flag_name(f) for f in self.ray_start_flags)
+            + ((cleanup.INJECTED_NAME,) if self.cleanup_args0 is not None else ())
         )
 
 
@@ -276,6 +280,42 @@ def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]
     return Plan(env=env, warnings=tuple(warnings))
 
 
+def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+    """KubeRay's Redis cleanup pod: the head's Redis-reaching values, so it reaches the Redis the head used.
+
+    KubeRay builds it from the RayCluster, not from the admitted head pod, so whatever the webhook gave the
+    head (address, password, username) is missing there. Present wins, as on the head (and KubeRay <= 1.2's
+    empty REDIS_PASSWORD placeholder is replaced the same way). The storage namespace is KubeRay's own: only
+    added when absent. No annotations, reconnect timeouts or `ray start` flags: the pod runs no Ray node.
+    """
+    present = pod.env_names
+    candidates: list[EnvVar] = []
+    if v.storage_namespace is not None:
+        candidates.append(EnvVar(ENV_STORAGE_NAMESPACE, v.storage_namespace))
+    if v.redis_address is not None:
+        candidates.append(EnvVar(ENV_REDIS_ADDRESS, v.redis_address))
+    if v.redis_username is not None:
+        candidates.append(v.redis_username)
+    if v.redis_password is not None:
+        candidates.append(v.redis_password)
+    env = tuple(e for e in candidates if e.name not in present)
+    replace_env: tuple[tuple[int, EnvVar], ...] = ()
+    placeholder = _legacy_password_placeholder(c, pod)
+    password = v.redis_password
+    if placeholder is not None and password is not None and (password.value_from is not None or password.value):
+        replace_env = ((placeholder, password),)
+
+    args0: str | None = None
+    if any(e.name == ENV_REDIS_USERNAME for e in env):
+        line = pod.args0 or ""
+        rewritten = cleanup.add_username(line)
+        if rewritten != line:
+            args0 = rewritten
+        elif not cleanup.has_username(line):
+            warnings.append("no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME")
+    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings))
+
+
 def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     """What to inject into `pod` of RayCluster `c` under the admin's settings `s`."""
     if c.errors:
@@ -293,9 +333,11 @@ def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     v = _resolve(c, pod.owner.uid, s)
     warnings += v.warnings
     if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and ENV_REDIS_ADDRESS not in (
-        pod.env_names if pod.role == "head" else ()
+        pod.env_names if pod.role != "worker" else ()
     ):
         warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
     if pod.role == "head":
         return _head_plan(c, pod, v, warnings)
+    if pod.role == "redis-cleanup":
+        return _cleanup_plan(c, pod, v, warnings)
     return _worker_plan(c, pod, v, warnings)
