@@ -280,6 +280,11 @@ def cleanup_pod(cluster: dict[str, Any], version: str = DEFAULT_VERSION, kuberay
     job = f"{name}-redis-cleanup"[:63]
     out = pod(cluster, "head", owner=False, version=version, kuberay_ft=kuberay_ft)
     metadata = out["metadata"]
+    # `ray.io/kuberay-version` is written by createHeadPod, not buildHeadPod: the cleanup pod has none.
+    annotations = metadata.get("annotations") or {}
+    annotations.pop(KUBERAY_VERSION, None)
+    if not annotations:
+        metadata.pop("annotations", None)
     metadata["labels"]["ray.io/node-type"] = "redis-cleanup"
     metadata["labels"].update({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": JOB_UID,
                                "batch.kubernetes.io/job-name": job, "job-name": job})
