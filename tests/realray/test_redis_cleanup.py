@@ -10,12 +10,15 @@ command line (`command` + `args[0]`, its env with the Secret resolved) in the ti
   (another namespace, and one whose name starts with this one's) are untouched;
 - as KubeRay submitted it (control): it has no Redis address or password, exits 1, and every key stays.
 
-The cleanup pod's username is the Redis `default` user, so the line the webhook rewrote (`username=...`) is
-what authenticates.
+The Redis credentials are an ACL user of their own (`ACL SETUSER`, its password in another Secret), so the
+username matters: a second control, the webhook's pod with KubeRay's line left as it was (no `username=`),
+authenticates as the `default` user with the ACL user's password, fails, and the keys stay.
 """
 
 from __future__ import annotations
 
+import copy
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
@@ -37,6 +40,8 @@ from .redis_server import Redis
 pytestmark = pytest.mark.realray
 
 CLEANUP_TIMEOUT_S = 180  # Ray's import and at most RAY_redis_db_connect_retries x 0.5 s; measured ~5 s
+ACL_USER = "raygcs"
+ACL_SECRET = ("redis-acl", "password")
 
 
 def _raycluster(uid: str) -> dict[str, Any]:
@@ -44,20 +49,20 @@ def _raycluster(uid: str) -> dict[str, Any]:
     return kuberay_pods.raycluster(
         name="raycluster-cleanup", uid=uid,
         annotations={kuberay_pods.FT_ENABLED: "true", "ray-ft-webhook.io/redis-address": "redis:6379",
-                     "ray-ft-webhook.io/redis-password-secret": f"{fx.SECRET}/{fx.SECRET_KEY}",
-                     "ray-ft-webhook.io/redis-username": "default"},
+                     "ray-ft-webhook.io/redis-password-secret": "/".join(ACL_SECRET),
+                     "ray-ft-webhook.io/redis-username": ACL_USER},
         resources={"limits": {"cpu": "1"}, "requests": {"cpu": "1"}},
     )
 
 
-def _run_pod(tier: Tier, pod: dict[str, Any], secrets: dict[tuple[str, str], str], log: Path) -> int:
+def _run_pod(tier: Tier, pod: dict[str, Any], secret_values: dict[tuple[str, str], str], log: Path) -> int:
     """Run a pod's container as a kubelet would: its `command` + `args`, its env (Secrets resolved), in the
     tier's network namespace with the Ray image's PATH. Only the Redis address is pointed at this machine."""
     assert tier.redis is not None
     container = Container.from_pod(pod)
     home = log.parent / "home"
     home.mkdir(parents=True, exist_ok=True)
-    env = {**image_env(home), **adapt_env(resolve_env(container, secrets), "head", 0, tier.redis.address)}
+    env = {**image_env(home), **adapt_env(resolve_env(container, secret_values), "head", 0, tier.redis.address)}
     command = pod["spec"]["containers"][0]["command"]
     proc = processes.start(tier.netns.argv([*command, *pod["spec"]["containers"][0]["args"]]), env=env, log=log,
                            cwd="/")
@@ -76,16 +81,17 @@ def _write_other_cluster(redis: Redis, namespace: str) -> list[str]:
     return redis.storage_keys(namespace)
 
 
-def _head_writes_keys(tier: Tier, cluster: dict[str, Any], uid: str, workdir: Path) -> list[str]:
+def _head_writes_keys(tier: Tier, cluster: dict[str, Any], uid: str, workdir: Path,
+                      secret_values: dict[tuple[str, str], str]) -> list[str]:
     """A real Ray head from the webhook's rendered head pod; its GCS keys in Redis once it is up. Stopped."""
     assert tier.redis is not None
     rendered = render(cluster, kuberay_pods.pod(cluster, "head"), Settings())
     assert rendered.denied is None and rendered.skipped is None, rendered
     head = Container.from_pod(rendered.pod)
-    assert head.env_value("RAY_REDIS_ADDRESS") == "redis:6379" and head.env_value("REDIS_USERNAME") == "default"
+    assert head.env_value("RAY_REDIS_ADDRESS") == "redis:6379" and head.env_value("REDIS_USERNAME") == ACL_USER
     ports = allocate_node_ports(tier.ports, "head")
     node = RayNode("head", "head", head, netns=tier.netns, workdir=workdir, ports=ports, head_gcs_port=ports.gcs,
-                   num_cpus=0, secret_values={(fx.SECRET, fx.SECRET_KEY): tier.redis.password},
+                   num_cpus=0, secret_values=secret_values,
                    redis_address=tier.redis.address)
     try:
         node.start()
@@ -102,10 +108,20 @@ def test_rendered_cleanup_pod_removes_the_namespace_and_kuberays_own_does_not(
 ) -> None:
     assert tier.redis is not None
     redis = tier.redis
-    secrets = {(fx.SECRET, fx.SECRET_KEY): redis.password}
+    acl_password = secrets.token_urlsafe(18)
+    redis.cli("ACL", "SETUSER", ACL_USER, "on", f">{acl_password}", "~*", "&*", "+@all")
+    try:
+        _cleanup_scenario(tier, redis, {ACL_SECRET: acl_password, (fx.SECRET, fx.SECRET_KEY): redis.password},
+                          tmp_path, note)
+    finally:
+        redis.cli("ACL", "DELUSER", ACL_USER)
+
+
+def _cleanup_scenario(tier: Tier, redis: Redis, pod_secrets: dict[tuple[str, str], str], tmp_path: Path,
+                      note: list[str]) -> None:
     uid = str(uuid.uuid4())
     cluster = _raycluster(uid)
-    keys = _head_writes_keys(tier, cluster, uid, tmp_path / "cluster")
+    keys = _head_writes_keys(tier, cluster, uid, tmp_path / "cluster", pod_secrets)
     others = {ns: _write_other_cluster(redis, ns) for ns in (str(uuid.uuid4()), f"{uid}-other")}
 
     # The pod KubeRay v1.6.2's cleanup Job gives kube-controller-manager, before admission.
@@ -115,9 +131,10 @@ def test_rendered_cleanup_pod_removes_the_namespace_and_kuberays_own_does_not(
     assert kuberay_env.env_value("RAY_REDIS_ADDRESS") is None and "username=" not in kuberay_env.command
 
     # Control: KubeRay's pod as submitted (no injection) fails, and every key stays.
-    code = _run_pod(tier, kuberays, secrets, tmp_path / "kuberays" / "cleanup.log")
+    control_log = tmp_path / "kuberays" / "cleanup.log"
+    code_control = _run_pod(tier, kuberays, pod_secrets, control_log)
     after_control = redis.storage_keys(uid)
-    assert code != 0, f"KubeRay's own cleanup pod succeeded\n{processes.tail(tmp_path / 'kuberays' / 'cleanup.log')}"
+    assert code_control != 0, f"KubeRay's own cleanup pod succeeded\n{processes.tail(control_log)}"
     assert after_control == keys
 
     # The webhook's cleanup pod: the head's address, password and username; the line passes the username.
@@ -126,8 +143,17 @@ def test_rendered_cleanup_pod_removes_the_namespace_and_kuberays_own_does_not(
     injected = rendered.pod["metadata"]["annotations"]["ray-ft-webhook.io/injected"].split(",")
     assert injected == ["RAY_REDIS_ADDRESS", "REDIS_USERNAME", "REDIS_PASSWORD", cleanup.INJECTED_NAME]
     assert cleanup.USERNAME_ARG in rendered.pod["spec"]["containers"][0]["args"][0]
+
+    # Control 2: the webhook's env but KubeRay's line (the username not passed): Redis refuses, the keys stay.
+    unrewritten = copy.deepcopy(rendered.pod)
+    unrewritten["spec"]["containers"][0]["args"] = kuberays["spec"]["containers"][0]["args"]
+    no_user_log = tmp_path / "no-username" / "cleanup.log"
+    no_user_code = _run_pod(tier, unrewritten, pod_secrets, no_user_log)
+    assert no_user_code != 0, f"the cleanup without the username succeeded\n{processes.tail(no_user_log)}"
+    assert redis.storage_keys(uid) == keys
+
     log = tmp_path / "rendered" / "cleanup.log"
-    code = _run_pod(tier, rendered.pod, secrets, log)
+    code = _run_pod(tier, rendered.pod, pod_secrets, log)
     assert code == 0, f"the rendered cleanup pod failed\n{processes.tail(log)}"
     after = redis.storage_keys(uid)
     assert after == [], f"keys of {uid} left after the cleanup: {after}"
@@ -135,7 +161,8 @@ def test_rendered_cleanup_pod_removes_the_namespace_and_kuberays_own_does_not(
         assert redis.storage_keys(ns) == their_keys, f"the cleanup touched another cluster's keys ({ns})"
 
     note.append(
-        f"storage namespace keys: {len(keys)} written by the head ({', '.join(k.split('@')[1] for k in keys)}); "
-        f"KubeRay's own cleanup pod: exit 1, {len(after_control)} left; the webhook's: exit 0, {len(after)} left; "
+        f"storage namespace keys: {len(keys)} written by the head ({', '.join(keys)}); "
+        f"KubeRay's own cleanup pod: exit {code_control}, {len(after_control)} left; without the username: exit "
+        f"{no_user_code}, {len(keys)} left; the webhook's: exit 0, {len(after)} left; "
         f"other clusters' keys kept: {sum(len(k) for k in others.values())}"
     )
