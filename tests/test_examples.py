@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from testkit.kuberay_pods import pod, quickstart_raycluster
+from testkit.kuberay_pods import cleanup_pod, pod, quickstart_raycluster
 from webhook.cli.render import render
 from webhook.common.manifests import load_one
 from webhook.core.settings import Settings
@@ -28,3 +28,11 @@ def test_example_pods_get_a_patch() -> None:
     cluster = quickstart_raycluster()
     for role in ("head", "worker"):
         assert render(cluster, pod(cluster, role), Settings()).patch
+
+
+def test_cleanup_pod_example() -> None:
+    cluster = quickstart_raycluster()
+    example = yaml.safe_load((EXAMPLES / "pod-redis-cleanup.yaml").read_text())
+    assert example == cleanup_pod(cluster, kuberay_ft=False)
+    result = render(cluster, example, Settings())
+    assert result.skipped is None and result.denied is None and result.patch

@@ -25,7 +25,7 @@ import jsonpatch
 import orjson
 import pytest
 
-from testkit.kuberay_pods import env_secret, pod, raycluster
+from testkit.kuberay_pods import cleanup_pod, env_secret, pod, raycluster
 from testkit.webhook import WebhookProcess, start_webhook
 from webhook.admission.app import Health, create_app
 from webhook.admission.lookup import StaticLookup
@@ -203,7 +203,11 @@ class Gen:
 
 def ray_pod(g: Gen, cluster: dict[str, Any]) -> dict[str, Any]:
     """A pod KubeRay would make for `cluster`, with the user's own entries (maybe duplicated) first."""
-    p = pod(cluster, g.r.choice(("head", "worker")), owner=g.r.random() < 0.8)
+    role = g.r.choice(("head", "worker", "redis-cleanup"))
+    if role == "redis-cleanup":
+        p = cleanup_pod(cluster, kuberay_ft=g.r.random() < 0.5)
+    else:
+        p = pod(cluster, role, owner=g.r.random() < 0.8)
     container = p["spec"]["containers"][0]
     container["env"] = [g.env_entry() for _ in range(g.r.randrange(3))] + container["env"]
     if g.r.random() < 0.1:
@@ -401,12 +405,13 @@ def test_over_https(served: tuple[WebhookProcess, list[dict[str, Any]]]) -> None
 def test_rayclusters_through_parser_and_plan() -> None:
     g = Gen(SEED + 3)
     pods = {role: pod(raycluster(name="rc", uid="uid-rc"), role) for role in ("head", "worker")}
+    pods["redis-cleanup"] = cleanup_pod(raycluster(name="rc", uid="uid-rc"))
     facts_of = {role: read_ray_pod(p, "default") for role, p in pods.items()}
     for n in range(RAYCLUSTERS):
         where = f"FUZZ_SEED={SEED} raycluster case {n}"
         cluster = g.odd_raycluster("rc") if g.r.random() < 0.7 else g.value()
         facts = parse_raycluster(cluster)
-        role, settings = g.r.choice(("head", "worker")), g.r.choice(SETTINGS)
+        role, settings = g.r.choice(("head", "worker", "redis-cleanup")), g.r.choice(SETTINGS)
         pod_facts = facts_of[role]
         assert pod_facts is not None
         result = mutate(facts, pod_facts, settings)

@@ -53,6 +53,43 @@ def test_label_only_owner_matches_any_uid() -> None:
     assert cache.cached(Owner("default", "a", None)) is not None
 
 
+def _deleting(**kwargs: str) -> dict:
+    """A RayCluster being deleted: KubeRay's Redis cleanup finalizer holds it while the cleanup pod runs."""
+    cluster = raycluster(annotations={"ray.io/ft-enabled": "true"}, **kwargs)
+    cluster["metadata"].update({"deletionTimestamp": "2026-12-01T10:00:00Z", "deletionGracePeriodSeconds": 0,
+                                "finalizers": ["ray.io/gcs-ft-redis-cleanup-finalizer"]})
+    return cluster
+
+
+def test_a_cluster_being_deleted_is_still_cached() -> None:
+    """The Redis cleanup pod is admitted while its RayCluster has a deletionTimestamp: the MODIFIED event that
+    sets it must keep the cluster in the cache (only DELETED removes it)."""
+    cache = WatchCache(ApiClient())
+    cache.apply("ADDED", raycluster(name="a", uid="u1", annotations={"ray.io/ft-enabled": "true"}))
+    cache.apply("MODIFIED", _deleting(name="a", uid="u1"))
+    facts = cache.cached(Owner("default", "a", None))
+    assert facts is not None and facts.uid == "u1" and facts.ft_enabled
+    cache._replace_scope(None, {("default", "a"): parse_raycluster(_deleting(name="a", uid="u1"))})
+    assert cache.cached(Owner("default", "a", None)) is not None
+
+
+class GetApi:
+    def __init__(self, obj: dict) -> None:
+        self.obj = obj
+
+    def get_namespaced_custom_object(self, *args: object, **kwargs: object) -> dict:
+        return self.obj
+
+
+def test_a_cluster_being_deleted_is_found_by_the_fallback_get() -> None:
+    results: list[str] = []
+    cache = WatchCache(ApiClient(), on_get=results.append)
+    cache._api = GetApi(_deleting(name="a", uid="u1"))  # the only I/O seam: the GET
+    facts = asyncio.run(cache.fetch(Owner("default", "a", None)))
+    assert facts.uid == "u1" and facts.ft_enabled and results == ["found"]
+    assert cache.cached(Owner("default", "a", None)) is not None
+
+
 def test_static_lookup_from_folder(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},

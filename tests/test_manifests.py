@@ -54,7 +54,7 @@ def test_webhook_configuration_is_tightly_scoped(overlay: str) -> None:
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                               "resources": ["pods"], "scope": "Namespaced"}]
     assert hook["objectSelector"]["matchExpressions"] == [
-        {"key": "ray.io/node-type", "operator": "In", "values": ["head", "worker"]}]
+        {"key": "ray.io/node-type", "operator": "In", "values": ["head", "worker", "redis-cleanup"]}]
     (ns_rule,) = hook["namespaceSelector"]["matchExpressions"]
     assert ns_rule["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(ns_rule["values"])
     assert "RayCluster" in hook["matchConditions"][0]["expression"]

@@ -9,8 +9,18 @@ from typing import Any
 
 import pytest
 
-from testkit.kuberay_pods import QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
+from testkit.kuberay_pods import (
+    LEGACY,
+    QUICKSTART_UID,
+    cleanup_line,
+    cleanup_pod,
+    env_secret,
+    pod,
+    quickstart_raycluster,
+    raycluster,
+)
 from webhook.cli.render import Rendered, render
+from webhook.core import cleanup
 from webhook.core.settings import SecretRef, Settings
 
 FT = {"ray.io/ft-enabled": "true"}
@@ -417,20 +427,20 @@ def test_injected_annotation_merges_on_reinvocation() -> None:
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda p: p["metadata"]["labels"].update({"ray.io/node-type": "redis-cleanup"}), None),
+    (lambda p: p["metadata"]["labels"].update({"ray.io/node-type": "redis"}), None),
     (lambda p: p["metadata"]["labels"].pop("ray.io/node-type"), None),
     (lambda p: (p["metadata"].pop("ownerReferences"), p["metadata"]["labels"].pop("ray.io/cluster")), None),
     (lambda p: p["metadata"].pop("ownerReferences"), "label"),
     (lambda p: p["metadata"]["ownerReferences"][0].update({"apiVersion": "ray.io/v1alpha1"}), "owner"),
     (lambda p: p["metadata"]["ownerReferences"][0].update({"controller": False}), "label"),
-], ids=["redis-cleanup", "no-node-type", "no-owner-no-label", "label-only", "v1alpha1-owner", "non-controller-ref"])
+], ids=["other-node-type", "no-node-type", "no-owner-no-label", "label-only", "v1alpha1-owner", "non-controller-ref"])
 def test_which_pods(mutate: Any, expected: str | None) -> None:
     cluster = raycluster(annotations=FT)
     p = pod(cluster, "worker")
     mutate(p)
     result = render(cluster, p, Settings())
     if expected is None:
-        assert result.patch == [] and result.skipped == "not a head or worker pod of a RayCluster"
+        assert result.patch == [] and result.skipped == "not a head, worker or redis-cleanup pod of a RayCluster"
     else:
         assert added_env(result) == {"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}
 
@@ -577,3 +587,170 @@ def test_redis_address_rules(address: str, problem: str | None) -> None:
     """What Ray 2.60's get_address accepts (checked against its source: ray._private.services.get_address)."""
     from webhook.core.redis_address import address_problem
     assert address_problem(address) == problem
+
+
+# --- KubeRay's Redis cleanup pod (issue 12, section 1) ---
+
+ADDRESS_ANN = "ray-ft-webhook.io/redis-address"
+PASSWORD_ANN = "ray-ft-webhook.io/redis-password-secret"
+USERNAME_ANN = "ray-ft-webhook.io/redis-username"
+OURS = {**FT, ADDRESS_ANN: "redis:6379", PASSWORD_ANN: "pw/key", USERNAME_ANN: "ray"}
+PW_REF = {"secretKeyRef": {"name": "pw", "key": "key"}}
+
+
+@dataclass
+class CleanupCase:
+    id: str
+    cluster: dict[str, Any]
+    added: dict[str, Any]                    # exactly the env the patch adds
+    settings: Settings = field(default_factory=Settings)
+    version: str = "v1.6.2"
+    kuberay_ft: bool = True
+    username_rewrite: bool = False
+    replaced: dict[str, Any] | None = None   # env replaced in place (KubeRay <= 1.2's empty password)
+    template_env: list[dict[str, Any]] | None = None
+
+
+CLEANUP_CASES = [
+    CleanupCase("annotations-give-all-three", raycluster(annotations=OURS),
+                added={"RAY_REDIS_ADDRESS": "redis:6379", "REDIS_USERNAME": "ray", "REDIS_PASSWORD": PW_REF},
+                username_rewrite=True),
+    CleanupCase("admin-defaults", raycluster(annotations=FT),
+                settings=Settings(default_redis_address="rediss://r:6380",
+                                  default_redis_password_secret=SecretRef("adm", "password")),
+                added={"RAY_REDIS_ADDRESS": "rediss://r:6380",
+                       "REDIS_PASSWORD": {"secretKeyRef": {"name": "adm", "key": "password"}}}),
+    CleanupCase("options-kuberay-gave-everything", raycluster(options={
+        "redisAddress": "r:1", "redisUsername": {"value": "u"}, "redisPassword": {"valueFrom": SECRET_REF}}), added={}),
+    CleanupCase("options-without-kuberay-ft-step", raycluster(options={
+        "redisAddress": "r:1", "redisUsername": {"value": "u"}, "redisPassword": {"valueFrom": SECRET_REF}}),
+        kuberay_ft=False, username_rewrite=True,
+        added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_USERNAME": "u",
+               "REDIS_PASSWORD": SECRET_REF}),
+    CleanupCase("start-param-password-kuberay-copied", raycluster(annotations={**FT, ADDRESS_ANN: "r:1"},
+                head_start_params={"redis-password": "pw"}), added={"RAY_REDIS_ADDRESS": "r:1"}),
+    CleanupCase("present-wins", raycluster(annotations=OURS),
+                template_env=[{"name": "RAY_REDIS_ADDRESS", "value": "mine:1"}, env_secret("REDIS_PASSWORD", "mine"),
+                              {"name": "REDIS_USERNAME", "value": "me"}], added={}),
+    CleanupCase("storage-namespace-kuberays-own", raycluster(
+                annotations={**FT, ADDRESS_ANN: "r:1", "ray.io/external-storage-namespace": "kept"}),
+                added={"RAY_REDIS_ADDRESS": "r:1"}),
+    CleanupCase("legacy-empty-password-placeholder-replaced", raycluster(annotations=OURS), version=LEGACY,
+                added={"RAY_REDIS_ADDRESS": "redis:6379", "REDIS_USERNAME": "ray"}, username_rewrite=True,
+                replaced={"REDIS_PASSWORD": PW_REF}),
+    # The user's empty password is kept, so no password reaches Redis: no username either (Redis refuses a
+    # username without a password, and the head's GCS would abort on it).
+    CleanupCase("legacy-users-empty-password-kept", raycluster(annotations=OURS), version=LEGACY,
+                template_env=[{"name": "REDIS_PASSWORD", "value": ""}], added={"RAY_REDIS_ADDRESS": "redis:6379"}),
+]
+
+
+def _cleanup_cluster(case: CleanupCase) -> dict[str, Any]:
+    cluster = case.cluster
+    if case.template_env is not None:
+        cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = case.template_env
+    return cluster
+
+
+@pytest.mark.parametrize("case", CLEANUP_CASES, ids=[c.id for c in CLEANUP_CASES])
+def test_cleanup_pod(case: CleanupCase) -> None:
+    cluster = _cleanup_cluster(case)
+    p = cleanup_pod(cluster, case.version, kuberay_ft=case.kuberay_ft)
+    result = render(cluster, p, case.settings)
+    assert result.denied is None and result.skipped is None
+    assert added_env(result) == case.added
+    replaced = {op["value"]["name"]: op["value"].get("valueFrom", op["value"].get("value"))
+                for op in result.patch if op["op"] == "replace" and "/env/" in op["path"]}
+    assert replaced == (case.replaced or {})
+    line = p["spec"]["containers"][0]["args"][0]
+    args0 = result.pod["spec"]["containers"][0]["args"][0]
+    if case.username_rewrite:
+        assert args0 == cleanup.add_username(line) != line and args0.count("username=") == 1
+    else:
+        assert args0 == line
+    # Nothing but the Redis values: no ray start flags, timeouts or FT annotations are added.
+    assert all(op["path"] in ("/spec/containers/0/env/-", "/spec/containers/0/args/0",
+                              "/metadata/annotations/ray-ft-webhook.io~1injected")
+               or (op["op"] == "replace" and "/env/" in op["path"])
+               or (op["path"] == "/metadata/annotations" and list(op["value"]) == ["ray-ft-webhook.io/injected"])
+               for op in result.patch)
+    injected = annotations_of(result).get("ray-ft-webhook.io/injected", "")
+    expected = [*case.added, *(case.replaced or {})] + (["cleanup_redis_storage(username)"] if case.username_rewrite else [])
+    assert injected.split(",") == (expected if expected else [""])
+    # The storage namespace is KubeRay's: whatever the pod had is kept.
+    if case.kuberay_ft:
+        assert env_of(result)["RAY_external_storage_namespace"] == env_of(
+            render(cluster, p, Settings())).get("RAY_external_storage_namespace")
+    # Idempotent.
+    assert render(cluster, result.pod, case.settings).patch == []
+
+
+def test_cleanup_pod_golden_ops() -> None:
+    cluster = raycluster(annotations=OURS)
+    p = cleanup_pod(cluster)
+    n = len(p["spec"]["containers"][0]["env"])
+    assert render(cluster, p, Settings()).patch == [
+        {"op": "add", "path": "/metadata/annotations/ray-ft-webhook.io~1injected",
+         "value": "RAY_REDIS_ADDRESS,REDIS_USERNAME,REDIS_PASSWORD,cleanup_redis_storage(username)"},
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "RAY_REDIS_ADDRESS", "value": "redis:6379"}},
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "REDIS_USERNAME", "value": "ray"}},
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "REDIS_PASSWORD", "valueFrom": PW_REF}},
+        {"op": "replace", "path": "/spec/containers/0/args/0", "value": cleanup.add_username(cleanup_line())},
+    ]
+    assert n == len(p["spec"]["containers"][0]["env"])
+
+
+def test_cleanup_pod_without_address_warns() -> None:
+    cluster = raycluster(annotations=FT)
+    result = render(cluster, cleanup_pod(cluster), Settings())
+    assert added_env(result) == {} and any("no Redis address" in w for w in result.warnings)
+
+
+def test_cleanup_line_without_call_warns_on_username() -> None:
+    cluster = raycluster(annotations=OURS)
+    p = cleanup_pod(cluster)
+    p["spec"]["containers"][0]["args"] = ["echo nothing"]
+    result = render(cluster, p, Settings())
+    assert "REDIS_USERNAME" in added_env(result)
+    assert result.pod["spec"]["containers"][0]["args"] == ["echo nothing"]
+    assert any("cleanup_redis_storage" in w for w in result.warnings)
+
+
+def test_cleanup_line_with_a_username_is_kept() -> None:
+    cluster = raycluster(annotations=OURS)
+    p = cleanup_pod(cluster)
+    p["spec"]["containers"][0]["args"] = [cleanup_line(username=True)]
+    result = render(cluster, p, Settings())
+    assert "REDIS_USERNAME" in added_env(result)
+    assert not any(op["path"].endswith("/args/0") for op in result.patch)
+
+
+def _python_code(line: str) -> str:
+    import shlex
+    words = shlex.split(line)
+    return words[words.index("-c") + 1]
+
+
+@pytest.mark.parametrize("version", ["v1.2.2", "v1.6.2"])
+def test_username_rewrite_is_valid_python(version: str) -> None:
+    import ast
+    line = cleanup_line(version)
+    rewritten = cleanup.add_username(line)
+    assert cleanup.add_username(rewritten) == rewritten
+    call = next(n for n in ast.walk(ast.parse(_python_code(rewritten)))
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "cleanup_redis_storage")
+    assert [k.arg for k in call.keywords] == ["host", "port", "password", "use_ssl", "storage_namespace", "username"]
+    assert ast.unparse(call.keywords[-1].value) == "os.getenv('REDIS_USERNAME')"
+    # Only the call changed.
+    assert rewritten.replace(", username=os.getenv('REDIS_USERNAME')", "") == line
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("cleanup_redis_storage()", "cleanup_redis_storage(username=os.getenv('REDIS_USERNAME'))"),
+    ("cleanup_redis_storage(host=f('(')) else None", "cleanup_redis_storage(host=f('('), "
+                                                     "username=os.getenv('REDIS_USERNAME')) else None"),
+    ("cleanup_redis_storage(host=x", "cleanup_redis_storage(host=x"),
+    ("python -c 'pass'", "python -c 'pass'"),
+])
+def test_add_username_edges(line: str, expected: str) -> None:
+    assert cleanup.add_username(line) == expected

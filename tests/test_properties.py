@@ -17,8 +17,9 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testkit.kuberay_pods import pod, raycluster
+from testkit.kuberay_pods import cleanup_pod, pod, raycluster
 from webhook.cli.render import render
+from webhook.core import cleanup
 from webhook.core.settings import SecretRef, Settings
 
 FT_ENV = ["RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME",
@@ -68,7 +69,11 @@ def scenario(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], Settings]
         head_start_params=draw(st.fixed_dictionaries({}, optional={
             "redis-password": st.sampled_from(["$REDIS_PASSWORD", "plain"]), "num-cpus": st.just("0")})),
     )
-    p = pod(cluster, draw(st.sampled_from(["head", "worker"])), owner=draw(st.booleans()))
+    role = draw(st.sampled_from(["head", "worker", "redis-cleanup"]))
+    if role == "redis-cleanup":  # found by its ray.io/cluster label: its controller is the Job
+        p = cleanup_pod(cluster, kuberay_ft=draw(st.booleans()))
+    else:
+        p = pod(cluster, role, owner=draw(st.booleans()))
     container = p["spec"]["containers"][0]
     extra = draw(st.lists(env_entry, max_size=3, unique_by=lambda e: e["name"]))
     taken = {e["name"] for e in container["env"]}
@@ -108,15 +113,20 @@ def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings])
     old_env = original["spec"]["containers"][0].get("env", [])
     new_env = patched["spec"]["containers"][0].get("env", [])
     names = [e["name"] for e in new_env]
-    assert len(names) == len(set(names)), "duplicated env name"
+    # No name already present is added again (KubeRay's FT step on a conflicting RayCluster, which KubeRay
+    # itself refuses, can give the cleanup pod a name twice already).
+    appended = names[len(old_env):]
+    assert len(appended) == len(set(appended)) and not set(appended) & {e["name"] for e in old_env}, \
+        "duplicated env name"
     template_env = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].get("env", [])
-    placeholder = {"name": "REDIS_PASSWORD", "value": ""}
+    # KubeRay's own empty placeholders (<= 1.2's password, 1.7's address) may be replaced, nothing else.
+    placeholders = ({"name": "REDIS_PASSWORD", "value": ""}, {"name": "RAY_REDIS_ADDRESS", "value": ""})
     for i, entry in enumerate(old_env):
         if entry["name"] == "KUBERAY_GEN_RAY_START_CMD":
             assert new_env[i]["value"].startswith(entry["value"].split(" --")[0])
-        elif entry == placeholder and "REDIS_PASSWORD" not in [e["name"] for e in template_env] \
-                and original["metadata"]["labels"]["ray.io/node-type"] == "head":
-            assert new_env[i]["name"] == "REDIS_PASSWORD"
+        elif entry in placeholders and entry["name"] not in [e["name"] for e in template_env] \
+                and original["metadata"]["labels"]["ray.io/node-type"] in ("head", "redis-cleanup"):
+            assert new_env[i]["name"] == entry["name"]
         else:
             assert new_env[i] == entry, "an existing env entry changed"
     old_ann = original["metadata"].get("annotations") or {}
@@ -124,6 +134,12 @@ def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings])
     assert all(new_ann[k] == v for k, v in old_ann.items() if k != "ray-ft-webhook.io/injected")
     # Every flag the command had is still there; at most one of each credential flag.
     old_args, new_args = original["spec"]["containers"][0]["args"][0], patched["spec"]["containers"][0]["args"][0]
-    assert set(old_args.split()) <= set(new_args.split())
+    if original["metadata"]["labels"]["ray.io/node-type"] == "redis-cleanup":
+        # The cleanup line is only ever told to pass the username the webhook added; nothing else changes.
+        added = {e["name"] for e in new_env} - {e["name"] for e in old_env}
+        assert new_args == (cleanup.add_username(old_args) if "REDIS_USERNAME" in added else old_args)
+        assert added <= {"RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_USERNAME", "REDIS_PASSWORD"}
+        assert set(new_ann) - set(old_ann) <= {"ray-ft-webhook.io/injected"}
+    assert set(old_args.split()) <= set(new_args.split()) or "username=" in new_args
     for flag in ("--redis-password", "--redis-username"):
         assert len(re.findall(rf"{flag}(=|\s|$)", new_args)) <= 1

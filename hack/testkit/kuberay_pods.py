@@ -238,6 +238,73 @@ def pod(cluster: dict[str, Any], role: str = "head", group: str = "small-group",
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
+JOB_UID = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+# The line of KubeRay's cleanup pod, before and after the (optional) username argument; v1.2.2's differs in the
+# echo's wording and passes `parsed.password` without a default.
+_CLEANUP_ECHO = {
+    LEGACY: "To get more information about manually delete the storage namespace in Redis and remove the "
+            "RayCluster's finalizer, please check {docs} for more details.",
+    DEFAULT_VERSION: "To get more information about manually deleting the storage namespace in Redis and removing "
+                     "the RayCluster's finalizer, please check {docs} for more details.",
+}
+_CLEANUP_DOCS = "https://docs.ray.io/en/master/cluster/kubernetes/user-guides/kuberay-gcs-ft.html"
+
+
+def cleanup_line(version: str = DEFAULT_VERSION, username: bool = False) -> str:
+    """args[0] of KubeRay's Redis cleanup pod; `username` when REDIS_USERNAME was in the head's env (>= v1.3)."""
+    echo = _CLEANUP_ECHO[version].format(docs=_CLEANUP_DOCS)
+    password = "parsed.password" if version == LEGACY else "parsed.password or ''"
+    user = "username=os.getenv('REDIS_USERNAME', parsed.username), " if username and version != LEGACY else ""
+    return (
+        f'echo "{echo}" && python -c "from ray._private.gcs_utils import cleanup_redis_storage; '
+        "from urllib.parse import urlparse; import os; import sys; "
+        "redis_address = os.getenv('RAY_REDIS_ADDRESS', '').split(',')[0]; "
+        "redis_address = redis_address if '://' in redis_address else 'redis://' + redis_address; "
+        "parsed = urlparse(redis_address); "
+        f"sys.exit(1) if not cleanup_redis_storage(host=parsed.hostname, port=parsed.port, {user}"
+        f"password=os.getenv('REDIS_PASSWORD', {password}), use_ssl=parsed.scheme=='rediss', "
+        "storage_namespace=os.getenv('RAY_external_storage_namespace')) else None\""
+    )
+
+
+def cleanup_pod(cluster: dict[str, Any], version: str = DEFAULT_VERSION, kuberay_ft: bool = True,
+                suffix: str = "q4w8z") -> dict[str, Any]:
+    """The pod of the Redis cleanup Job KubeRay `version` creates when the FT RayCluster `cluster` is deleted.
+
+    KubeRay's `buildRedisCleanupJob` builds the head pod from the RayCluster (not the admitted head pod), sets
+    `ray.io/node-type: redis-cleanup`, keeps only the Ray container with the cleanup line, no probes, two Redis
+    retry variables and fixed resources; kube-controller-manager creates the pod from the Job's template, so
+    its controller is the Job (`job-name` and the controller-uid labels are the Job controller's).
+    """
+    name = cluster["metadata"]["name"]
+    job = f"{name}-redis-cleanup"[:63]
+    out = pod(cluster, "head", owner=False, version=version, kuberay_ft=kuberay_ft)
+    metadata = out["metadata"]
+    # `ray.io/kuberay-version` is written by createHeadPod, not buildHeadPod: the cleanup pod has none.
+    annotations = metadata.get("annotations") or {}
+    annotations.pop(KUBERAY_VERSION, None)
+    if not annotations:
+        metadata.pop("annotations", None)
+    metadata["labels"]["ray.io/node-type"] = "redis-cleanup"
+    metadata["labels"].update({"batch.kubernetes.io/controller-uid": JOB_UID, "controller-uid": JOB_UID,
+                               "batch.kubernetes.io/job-name": job, "job-name": job})
+    metadata["generateName"], metadata["name"] = f"{job}-", f"{job}-{suffix}"
+    metadata["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": JOB_UID,
+                                    "controller": True, "blockOwnerDeletion": True}]
+    spec = out["spec"]
+    container = spec["containers"][0]
+    spec["containers"] = [container]
+    env = container["env"]
+    container["command"] = _bash(version)
+    container["args"] = [cleanup_line(version, username=any(e["name"] == "REDIS_USERNAME" for e in env))]
+    env += [{"name": "RAY_redis_db_connect_retries", "value": "120"},
+            {"name": "RAY_redis_db_connect_wait_milliseconds", "value": "500"}]
+    fixed = {"cpu": "200m", "memory": "256Mi"}
+    container["resources"] = {"limits": dict(fixed), "requests": dict(fixed)}
+    spec["restartPolicy"] = "Never"
+    return out
+
+
 def _bash(version: str) -> list[str]:
     """The shell KubeRay runs generated lines with (v1.6.2 adds `l` only with ENABLE_LOGIN_SHELL=true)."""
     return ["/bin/bash", "-lc" if version == LEGACY else "-c", "--"]

@@ -232,12 +232,13 @@ def test_out_of_scope_pods_are_untouched_and_never_reach_the_webhook(
         "metadata": {"name": "web"},
         "spec": {"containers": [{"name": "c", "image": "nginx"}]},
     }
-    cleanup = pod(rc, "head")
-    cleanup["metadata"]["labels"]["ray.io/node-type"] = "redis-cleanup"
+    # A node type the selector does not list (redis-cleanup pods do reach the webhook: tests/kuberay).
+    other = pod(rc, "head")
+    other["metadata"]["labels"]["ray.io/node-type"] = "other"
     orphan = pod(rc, "worker", owner=False)
     del orphan["metadata"]["labels"]["ray.io/cluster"]
     before = webhook.metric("ray_ft_webhook_admissions_total")
-    for body in (plain, cleanup, orphan):
+    for body in (plain, other, orphan):
         stored = create_pod(admin, namespace, body)
         assert "ray-ft-webhook.io/injected" not in (stored["metadata"].get("annotations") or {})
         assert ray_env(stored) == body["spec"]["containers"][0].get("env", [])

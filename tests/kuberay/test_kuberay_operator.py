@@ -7,7 +7,9 @@ added what its `ray-ft-webhook.io/injected` annotation lists, and nothing KubeRa
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +32,12 @@ from testkit.kuberay import (
     injected,
     pod_annotations,
     split_by_author,
+    supports_options,
     wait_for_ray_pods,
     without_redis_settings,
 )
 from testkit.webhook import ADMIN_ARGS, Webhook
+from webhook.core import cleanup as cleanup_line
 
 from .conftest import NO_GO, Stack, TierReport
 
@@ -57,6 +61,7 @@ class Form:
     redis_address: str
     password_secret: tuple[str, str]
     needs_options: bool = False
+    username: str | None = None
 
 
 FORMS = {
@@ -69,6 +74,8 @@ FORMS = {
     "ft-annotation-and-ours": Form(SAMPLE_ADDRESS, SAMPLE_SECRET),
     # Only `ray.io/ft-enabled`; everything from the admin's defaults.
     "ft-annotation-and-admin-defaults": Form(ADMIN_ADDRESS, ADMIN_SECRET),
+    # Our annotations with a Redis ACL user: the cleanup pod gets the username and its line is told to pass it.
+    "ft-annotation-ours-with-username": Form(SAMPLE_ADDRESS, SAMPLE_SECRET, username="ray-gcs"),
 }
 
 
@@ -79,10 +86,13 @@ def raycluster_for(stack: Stack, form: str) -> dict[str, Any]:
     ft = {"ray.io/ft-enabled": "true"}
     if form == "options-without-password":
         return without_redis_settings(sample, "rc-options", {}, options={"redisAddress": SAMPLE_ADDRESS})
+    ours = {"ray-ft-webhook.io/redis-address": SAMPLE_ADDRESS,
+            "ray-ft-webhook.io/redis-password-secret": SAMPLE_SECRET[0]}
     if form == "ft-annotation-and-ours":
-        ours = {"ray-ft-webhook.io/redis-address": SAMPLE_ADDRESS,
-                "ray-ft-webhook.io/redis-password-secret": SAMPLE_SECRET[0]}
         return without_redis_settings(sample, "rc-ours", ft | ours)
+    if form == "ft-annotation-ours-with-username":
+        return without_redis_settings(sample, "rc-user", ft | ours | {
+            "ray-ft-webhook.io/redis-username": FORMS[form].username or ""})
     return without_redis_settings(sample, "rc-admin", ft)
 
 
@@ -108,6 +118,8 @@ def assert_only_injected_added(seen: dict[str, Any], stored: dict[str, Any]) -> 
     what = f"pod {stored['metadata']['name']}"
     assert INJECTED not in pod_annotations(seen), "the observer must be called before the webhook"
     names = injected(stored)
+    rewrote_cleanup = cleanup_line.INJECTED_NAME in names
+    names = [n for n in names if n != cleanup_line.INJECTED_NAME]
     flags = [n for n in names if n.startswith("--")]
     keys = [n for n in names if "/" in n]
     env_names = [n for n in names if n not in flags and n not in keys]
@@ -116,7 +128,8 @@ def assert_only_injected_added(seen: dict[str, Any], stored: dict[str, Any]) -> 
     kept = {k: v for k, v in pod_annotations(stored).items() if k in pod_annotations(seen)}
     assert kept == pod_annotations(seen), f"{what}: an annotation KubeRay wrote was changed"
     added = sorted(set(pod_annotations(stored)) - set(pod_annotations(seen)))
-    assert added == sorted([*keys, INJECTED] if names else []), f"{what}: annotations added but not listed"
+    assert added == sorted([*keys, INJECTED] if names or rewrote_cleanup else []), \
+        f"{what}: annotations added but not listed"
 
     def without_flags(text: str) -> str:
         for flag in flags:
@@ -142,9 +155,14 @@ def assert_only_injected_added(seen: dict[str, Any], stored: dict[str, Any]) -> 
     assert appended + [seen_env[i]["name"] for i in replaced] == env_names, f"{what}: env added but not listed"
 
     stored_args = list(stored["spec"]["containers"][0].get("args") or [])
+    seen_args = list(seen["spec"]["containers"][0].get("args") or [])
     if flags:
         stored_args[0] = without_flags(stored_args[0])
-    assert stored_args == (seen["spec"]["containers"][0].get("args") or []), f"{what}: args changed"
+    if rewrote_cleanup:  # the Redis cleanup line, told to pass the REDIS_USERNAME the webhook added
+        assert "REDIS_USERNAME" in env_names and stored_args[0] == cleanup_line.add_username(seen_args[0]) \
+            != seen_args[0], f"{what}: the cleanup line is not KubeRay's plus the username"
+        stored_args[0] = seen_args[0]
+    assert stored_args == seen_args, f"{what}: args changed"
     assert _pod_rest(stored) == _pod_rest(seen), f"{what}: something else than env/args/annotations changed"
 
 
@@ -208,38 +226,105 @@ def test_kuberay_pods_carry_a_complete_ft_configuration(
     # head the webhook replaces that placeholder (README, behaviour table).
     assert head_env["REDIS_PASSWORD"] == secret_env(spec.password_secret)
     assert args0(head).count(FT_FLAGS["--redis-password"]) == 1
+    if spec.username is not None:
+        assert head_env["REDIS_USERNAME"] == {"value": spec.username}
+        assert args0(head).count(FT_FLAGS["--redis-username"]) == 1
     assert head_env[GEN_CMD]["value"].count(FT_FLAGS["--redis-password"]) == 1
 
 
-def test_redis_cleanup_pods_are_left_alone(kuberay: Stack, kr_webhook: Webhook, kr_report: TierReport) -> None:
-    """Deleting FT RayClusters makes KubeRay's Redis cleanup Jobs create real pods (Job controller); the
-    webhook's selectors keep them away, so each pod is exactly its Job's template."""
+def test_redis_cleanup_pods_get_what_the_head_got(
+    kuberay: Stack, kr_webhook: Webhook, kr_observer: Observer, kr_report: TierReport
+) -> None:
+    """Deleting each FT RayCluster makes KubeRay create its Redis cleanup Job (from the RayCluster, not from the
+    admitted head pod) and kube-controller-manager's Job controller its pod. The webhook gives that pod the
+    head's Redis address, password and username (issue 12): the stored pod is KubeRay's (the observer's record)
+    plus exactly what `ray-ft-webhook.io/injected` lists, and carries the complete configuration."""
     api, namespace = kuberay.api, kuberay.namespace
     custom, core, batch = client.CustomObjectsApi(api), client.CoreV1Api(api), client.BatchV1Api(api)
-    if not kuberay.clusters:  # run alone: one FT cluster of our own
-        rc = kuberay.apply_cluster("sample", kuberay.sample_raycluster)
-        wait_for_ray_pods(api, namespace, rc["metadata"]["name"])
-    before = kr_webhook.metric("ray_ft_webhook_admissions_total")
+    if not set(FORMS) & set(kuberay.clusters):  # run alone: the clusters of the FT forms this version can express
+        for form, spec in FORMS.items():
+            if spec.needs_options and not supports_options(kuberay.version):
+                continue
+            rc = kuberay.apply_cluster(form, raycluster_for(kuberay, form))
+            wait_for_ray_pods(api, namespace, rc["metadata"]["name"])
+    before = admissions(kr_webhook)
+    clusters = {form: name for form, name in kuberay.clusters.items() if form in FORMS}
+    uids = {form: get_raycluster(api, namespace, name)["metadata"]["uid"] for form, name in clusters.items()}
 
-    for name in kuberay.clusters.values():
+    for name in clusters.values():
         custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", name)
-    for form, name in kuberay.clusters.items():
+    patched = 0
+    for form, name in clusters.items():
+        spec = FORMS[form]
         selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
         # KubeRay deletes the Ray pods first and creates the Job once the head pod is gone.
-        (job,) = wait_for(f"the Redis cleanup Job of {name}",
-                          lambda s=selector: batch.list_namespaced_job(namespace, label_selector=s).items,
-                          timeout=90, interval=0.5)
-        (cleanup,) = wait_for(f"the Job controller to create the cleanup pod of {name}",
+        wait_for(f"the Redis cleanup Job of {name}",
+                 lambda s=selector: batch.list_namespaced_job(namespace, label_selector=s).items,
+                 timeout=90, interval=0.5)
+        (pod_obj,) = wait_for(f"the Job controller to create the cleanup pod of {name}",
                               lambda s=selector: core.list_namespaced_pod(namespace, label_selector=s).items,
                               timeout=60, interval=0.5)
-        pod_json = api.sanitize_for_serialization(cleanup)
-        template = api.sanitize_for_serialization(job.spec.template)
-        assert INJECTED not in pod_annotations(pod_json)
-        assert not [k for k in pod_annotations(pod_json) if k.startswith("ray-ft-webhook.io/")]
-        assert pod_annotations(pod_json) == (template["metadata"].get("annotations") or {})
-        assert pod_json["spec"]["containers"] == template["spec"]["containers"]  # env and args as the Job's
-        env = env_map(pod_json)
-        found = [f"{n}={describe_env({'name': n, **env[n]})}" for n in ("RAY_REDIS_ADDRESS", "REDIS_PASSWORD")
-                 if n in env]
-        kr_report.lines.append(f"{kuberay.version} {form} redis-cleanup pod: {', '.join(found) or 'no Redis settings'}")
-    assert kr_webhook.metric("ray_ft_webhook_admissions_total") == before, "the selectors should keep them away"
+        stored = api.sanitize_for_serialization(pod_obj)
+        # The RayCluster is still there, being deleted: KubeRay's finalizer holds it while the Job runs.
+        rc = get_raycluster(api, namespace, name)
+        assert rc["metadata"].get("deletionTimestamp") and FT_FINALIZER in rc["metadata"]["finalizers"]
+
+        seen = kr_observer.seen(namespace, stored)
+        assert seen is not None, f"the observer did not record the cleanup pod of {name}"
+        assert [r["kind"] for r in stored["metadata"]["ownerReferences"]] == ["Job"]
+        assert_only_injected_added(seen, stored)
+        assert_no_duplicate_env(stored)
+
+        env, line = env_map(stored), args0(stored)
+        assert env["RAY_REDIS_ADDRESS"] == {"value": spec.redis_address}
+        assert env["REDIS_PASSWORD"] == secret_env(spec.password_secret)
+        assert env["RAY_external_storage_namespace"] == env_map(seen)["RAY_external_storage_namespace"] \
+            == {"value": uids[form]}, "the storage namespace is KubeRay's own"
+        if spec.username is not None:
+            assert env["REDIS_USERNAME"] == {"value": spec.username}
+            assert line.count("username=") == 1 and cleanup_line.USERNAME_ARG in line
+        else:
+            assert "REDIS_USERNAME" not in env
+        assert not [k for k in pod_annotations(stored) if k.startswith("ray-ft-webhook.io/") and k != INJECTED]
+        assert not any(n.startswith("--") or n.startswith("RAY_gcs_rpc") or n.startswith("ray.io/")
+                       for n in injected(stored)), "only the Redis values, no flags, timeouts or FT annotations"
+        if form == "sample":
+            assert INJECTED not in pod_annotations(stored), "KubeRay gave the sample's cleanup pod everything"
+        patched += INJECTED in pod_annotations(stored)
+        found = [f"{n}={describe_env({'name': n, **env[n]})}" for n in
+                 ("RAY_REDIS_ADDRESS", "REDIS_USERNAME", "REDIS_PASSWORD") if n in env]
+        kr_report.lines.append(f"{kuberay.version} {form} redis-cleanup pod: {', '.join(found)} | webhook added "
+                               f"[{', '.join(injected(stored)) or '-'}]")
+    after = admissions(kr_webhook)
+    assert after["patched"] - before["patched"] >= patched, f"{before} -> {after}"
+
+    # The rest of the lifecycle: there is no kubelet, so each cleanup pod is marked Succeeded through the API
+    # (what a kubelet reports when the line exits 0); the Job controller completes the Job, KubeRay removes
+    # its finalizer and the RayCluster is gone.
+    began = time.monotonic()
+    for name in clusters.values():
+        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
+        (pod_obj,) = core.list_namespaced_pod(namespace, label_selector=selector).items
+        container = pod_obj.spec.containers[0]
+        core.patch_namespaced_pod_status(pod_obj.metadata.name, namespace, {"status": {
+            "phase": "Succeeded",
+            "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
+                                   "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+        }})
+    for name in clusters.values():
+        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
+        wait_for(f"the Job controller to complete the cleanup Job of {name}",
+                 lambda s=selector: any(c.type == "Complete" and c.status == "True"
+                                        for j in batch.list_namespaced_job(namespace, label_selector=s).items
+                                        for c in j.status.conditions or ()),
+                 timeout=60, interval=0.5)
+        wait_for(f"KubeRay to remove its finalizer and RayCluster {name} to be gone",
+                 lambda n=name: not custom.list_namespaced_custom_object(
+                     "ray.io", "v1", namespace, "rayclusters", field_selector=f"metadata.name={n}")["items"],
+                 timeout=60, interval=0.5)
+    # KubeRay's own words for it (v1.2.2 names the Job inside the sentence).
+    log = kuberay.operator.log_path.read_text(errors="replace")
+    for name in clusters.values():
+        assert re.search(rf"The Redis cleanup Job ({name}-redis-cleanup )?has been completed", log), name
+    kr_report.lines.append(f"{kuberay.version}: {len(clusters)} cleanup pods marked Succeeded -> Jobs Complete -> "
+                           f"finalizers removed, RayClusters gone in {time.monotonic() - began:.1f} s")

@@ -7,7 +7,9 @@ builds from the same stored RayCluster with the same version and KubeRay's FT st
 Compared: generateName, namespace, labels, annotations, ownerReferences; the number of containers; the Ray
 container's name, image, command, args, env (names, values and valueFrom, in order), ports (name and
 number), volumeMounts and resources; the pod's volumes; each init container's name, image, command, env,
-volumeMounts and resources, and the address its script health-checks.
+volumeMounts and resources, and the address its script health-checks. The same for the pod of the Redis
+cleanup Job each operator creates when the RayCluster is deleted (`kuberay_pods.cleanup_pod`), with the
+Job's uid (in its ownerReference and the Job controller's labels) taken from the stored Job.
 
 Deliberately not compared (the model does not cover them; see its docstring):
 - v1.6.2's `ray.io/upgrade-strategy-recreate-hash` annotation on the head (a hash of the spec's Go struct);
@@ -23,14 +25,17 @@ Deliberately not compared (the model does not cover them; see its docstring):
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from testkit import kuberay_pods
 from testkit.ci import in_ci
+from testkit.kube import wait_for
 from testkit.kuberay import Observer, get_raycluster, wait_for_ray_pods, without_redis_settings
 
 from .conftest import NO_GO, Stack
@@ -117,3 +122,33 @@ def test_recorded_pods_match_the_model(kuberay: Stack, kr_observer: Observer) ->
             problems += [f"{kuberay.version} {name} {role}{d}"
                          for d in differences(compared(model, legacy), compared(seen, legacy))]
     assert not problems, "the pod model differs from what KubeRay submitted:\n" + "\n".join(problems)
+
+
+def test_recorded_cleanup_pods_match_the_model(kuberay: Stack, kr_observer: Observer) -> None:
+    """Deleting the clusters: the cleanup Job's pod, as the Job controller submitted it, is the model's."""
+    api, namespace = kuberay.api, kuberay.namespace
+    custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
+    wanted = variants(kuberay)
+    for form, rc in wanted.items():
+        if form not in kuberay.clusters:  # run alone
+            wait_for_ray_pods(api, namespace, kuberay.apply_cluster(form, rc)["metadata"]["name"])
+    stored = {form: get_raycluster(api, namespace, kuberay.clusters[form]) for form in wanted}
+    for rc in stored.values():
+        custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", rc["metadata"]["name"])
+    problems: list[str] = []
+    legacy = kuberay.version == kuberay_pods.LEGACY
+    for rc in stored.values():
+        name = rc["metadata"]["name"]
+        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
+        (job,) = wait_for(f"the Redis cleanup Job of {name}",
+                          lambda s=selector: batch.list_namespaced_job(namespace, label_selector=s).items,
+                          timeout=90, interval=0.5)
+        key = {"metadata": {"labels": {"ray.io/cluster": name, "ray.io/node-type": "redis-cleanup",
+                                       "ray.io/group": "headgroup"}}}
+        seen = wait_for(f"the observer to record the cleanup pod of {name}",
+                        lambda k=key: kr_observer.seen(namespace, k), timeout=60, interval=0.5)
+        model = kuberay_pods.cleanup_pod(rc, kuberay.version, kuberay_ft=True)
+        model_json = json.dumps(model).replace(kuberay_pods.JOB_UID, job.metadata.uid)
+        problems += [f"{kuberay.version} {name} redis-cleanup{d}"
+                     for d in differences(compared(json.loads(model_json), legacy), compared(seen, legacy))]
+    assert not problems, "the cleanup pod model differs from what the Job controller submitted:\n" + "\n".join(problems)

@@ -44,7 +44,7 @@ def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Sett
     except InvalidPod as exc:
         raise InputError(f"invalid pod: {exc}") from None
     if facts is None:
-        return Rendered(pod=dict(pod), patch=[], skipped="not a head or worker pod of a RayCluster")
+        return Rendered(pod=dict(pod), patch=[], skipped="not a head, worker or redis-cleanup pod of a RayCluster")
     if facts.owner.name != cluster.name or (facts.owner.uid and cluster.uid and facts.owner.uid != cluster.uid):
         raise InputError(
             f"the pod belongs to RayCluster {facts.owner.name!r} (uid {facts.owner.uid}), "

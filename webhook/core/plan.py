@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.core import annotations as ann
-from webhook.core import raystart
+from webhook.core import cleanup, raystart
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
 from webhook.core.redis_address import address_problem
@@ -61,12 +61,15 @@ class Plan:
     # Env entries to replace in place, by index: only KubeRay <= 1.2's empty REDIS_PASSWORD placeholder.
     replace_env: tuple[tuple[int, EnvVar], ...] = ()
     ray_start_flags: tuple[str, ...] = ()
+    # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
+    cleanup_args0: str | None = None
     warnings: tuple[str, ...] = ()
     skipped: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.annotations or self.env or self.replace_env or self.ray_start_flags)
+        return not (self.annotations or self.env or self.replace_env or self.ray_start_flags
+                    or self.cleanup_args0 is not None)
 
     @property
     def injected_names(self) -> tuple[str, ...]:
@@ -76,6 +79,7 @@ class Plan:
             + tuple(e.name for e in self.env)
             + tuple(e.name for _, e in self.replace_env)
             + tuple(raystart.flag_name(f) for f in self.ray_start_flags)
+            + ((cleanup.INJECTED_NAME,) if self.cleanup_args0 is not None else ())
         )
 
 
@@ -241,7 +245,7 @@ def _address_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
 
 def _sets_password(entry: Mapping[str, Any]) -> bool:
     """A REDIS_PASSWORD env entry gives Ray a password: a valueFrom (its value unknown here) or a non-empty value."""
-    return "valueFrom" in entry or entry.get("value", "") != ""
+    return entry.get("valueFrom") is not None or bool(entry.get("value"))
 
 
 def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
@@ -257,15 +261,14 @@ def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
     return None
 
 
-def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
-    present = pod.env_names
-    pod_annotations = pod.annotations or {}
-    annotations: list[tuple[str, str]] = []
-    if ann.RAY_FT_ENABLED not in pod_annotations:
-        annotations.append((ann.RAY_FT_ENABLED, "true"))
-    if v.storage_namespace is not None and ann.RAY_EXTERNAL_STORAGE_NAMESPACE not in pod_annotations:
-        annotations.append((ann.RAY_EXTERNAL_STORAGE_NAMESPACE, v.storage_namespace))
+def _redis_env(c: ClusterFacts, pod: PodFacts, v: _Values,
+               warnings: list[str]) -> tuple[tuple[EnvVar, ...], tuple[tuple[int, EnvVar], ...]]:
+    """The env that reaches Redis, shared by the head and the cleanup pod: (entries to add, entries to replace).
 
+    Storage namespace, address, username, password; a name already present wins, except KubeRay's own empty
+    placeholders (<= 1.2's REDIS_PASSWORD, 1.7's RAY_REDIS_ADDRESS), which are replaced. Never a username
+    without a password: Ray's GCS aborts on it (RAY_CHECK in AuthenticateRedis), and Redis refuses it.
+    """
     candidates: list[EnvVar] = []
     if v.storage_namespace is not None:
         candidates.append(EnvVar(ENV_STORAGE_NAMESPACE, v.storage_namespace))
@@ -275,9 +278,7 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) 
         candidates.append(v.redis_username)
     if v.redis_password is not None:
         candidates.append(v.redis_password)
-    if v.head_timeout_s is not None:
-        candidates.append(EnvVar(ENV_RECONNECT_TIMEOUT, str(v.head_timeout_s)))
-    env = tuple(e for e in candidates if e.name not in present)
+    env = tuple(e for e in candidates if e.name not in pod.env_names)
     replace_env: tuple[tuple[int, EnvVar], ...] = ()
     placeholder = _legacy_password_placeholder(c, pod)
     password = v.redis_password
@@ -287,7 +288,6 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) 
     if address_slot is not None and v.redis_address is not None:
         replace_env += ((address_slot, EnvVar(ENV_REDIS_ADDRESS, v.redis_address)),)
 
-    # Ray's GCS aborts (RAY_CHECK in AuthenticateRedis) on a Redis username without a password.
     given = [e for e in pod.env or () if e["name"] == ENV_REDIS_PASSWORD][-1:]
     added_password = [e for e in (*env, *(e for _, e in replace_env)) if e.name == ENV_REDIS_PASSWORD]
     has_password = (bool(given) and _sets_password(given[0])) or any(
@@ -300,6 +300,21 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) 
                             "Ray's GCS aborts on that")
         elif source is not None:
             warnings.append(f"Redis username from {source} but no password from any source: Ray's GCS aborts")
+    return env, replace_env
+
+
+def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+    present = pod.env_names
+    pod_annotations = pod.annotations or {}
+    annotations: list[tuple[str, str]] = []
+    if ann.RAY_FT_ENABLED not in pod_annotations:
+        annotations.append((ann.RAY_FT_ENABLED, "true"))
+    if v.storage_namespace is not None and ann.RAY_EXTERNAL_STORAGE_NAMESPACE not in pod_annotations:
+        annotations.append((ann.RAY_EXTERNAL_STORAGE_NAMESPACE, v.storage_namespace))
+
+    env, replace_env = _redis_env(c, pod, v, warnings)
+    if v.head_timeout_s is not None and ENV_RECONNECT_TIMEOUT not in present:
+        env += (EnvVar(ENV_RECONNECT_TIMEOUT, str(v.head_timeout_s)),)
 
     added = {e.name for e in env} | {e.name for _, e in replace_env}
     wanted = [flag for var, flag in _CREDENTIAL_FLAGS if var in added]
@@ -334,6 +349,28 @@ def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]
     return Plan(env=env, warnings=tuple(warnings))
 
 
+def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+    """KubeRay's Redis cleanup pod: the head's Redis-reaching values, so it reaches the Redis the head used.
+
+    KubeRay builds it from the RayCluster, not from the admitted head pod, so whatever the webhook gave the
+    head (address, password, username) is missing there. The same Redis env as the head (`_redis_env`: present
+    wins, KubeRay's placeholders replaced, never a username without a password); the storage namespace is
+    KubeRay's own, only added when absent. No annotations, reconnect timeouts or `ray start` flags: the pod
+    runs no Ray node.
+    """
+    env, replace_env = _redis_env(c, pod, v, warnings)
+
+    args0: str | None = None
+    if any(e.name == ENV_REDIS_USERNAME for e in env):
+        line = pod.args0 or ""
+        rewritten = cleanup.add_username(line)
+        if rewritten != line:
+            args0 = rewritten
+        elif not cleanup.has_username(line):
+            warnings.append("no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME")
+    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings))
+
+
 def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     """What to inject into `pod` of RayCluster `c` under the admin's settings `s`."""
     if c.errors:
@@ -350,10 +387,12 @@ def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
 
     v = _resolve(c, pod.owner.uid, s)
     warnings += v.warnings
-    pod_sets_address = (pod.role == "head" and ENV_REDIS_ADDRESS in pod.env_names
+    pod_sets_address = (pod.role != "worker" and ENV_REDIS_ADDRESS in pod.env_names
                         and _address_placeholder(c, pod) is None)
     if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and not pod_sets_address:
         warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
     if pod.role == "head":
         return _head_plan(c, pod, v, warnings)
+    if pod.role == "redis-cleanup":
+        return _cleanup_plan(c, pod, v, warnings)
     return _worker_plan(c, pod, v, warnings)

@@ -1,6 +1,7 @@
 """Read a Pod (a raw dict) into the facts the plan and the patch builder need.
 
-`read_ray_pod` answers "is this a Ray head/worker pod of a RayCluster, and which one?" and captures the
+`read_ray_pod` answers "is this a Ray head/worker pod of a RayCluster (or the Redis cleanup pod KubeRay runs
+when a GCS FT RayCluster is deleted), and which one?" and captures the
 Ray container (`containers[0]`, KubeRay >= 1.0) exactly as it is, so patches can address it by index.
 A pod that is not ours gives None; a pod whose shape is broken raises InvalidPod with a precise message.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from webhook.core.raycluster import RAY_API_VERSIONS
 
@@ -18,7 +19,12 @@ CLUSTER_LABEL = "ray.io/cluster"
 # The env var in which KubeRay repeats the generated `ray start` command line.
 GEN_RAY_START_CMD = "KUBERAY_GEN_RAY_START_CMD"
 
-Role = Literal["head", "worker"]
+# The pod of KubeRay's Redis cleanup Job (`buildRedisCleanupJob`): the head pod's labels with this node type;
+# its controller is the Job, so its RayCluster is named by the `ray.io/cluster` label.
+REDIS_CLEANUP: Final = "redis-cleanup"
+
+Role = Literal["head", "worker", "redis-cleanup"]
+ROLES: tuple[Role, ...] = ("head", "worker", REDIS_CLEANUP)
 
 
 class InvalidPod(ValueError):
@@ -139,8 +145,9 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
     labels = metadata.get("labels") or {}
     if not isinstance(labels, Mapping):
         raise InvalidPod("metadata.labels is not an object")
-    role = labels.get(NODE_TYPE_LABEL)
-    if role not in ("head", "worker"):
+    node_type = labels.get(NODE_TYPE_LABEL)
+    role = next((r for r in ROLES if r == node_type), None)
+    if role is None:
         return None
     if not namespace:
         namespace = metadata.get("namespace") or ""
