@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="session")
 def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     if not in_ci() and shutil.which("go") is None and not os.environ.get("RAY_FT_WEBHOOK_TESTBIN"):
-        pytest.skip("e2e tier skipped: no Go toolchain to build kube-apiserver/etcd (install Go, or run with CI=true)")
+        pytest.skip("tier skipped: no Go toolchain to build kube-apiserver/etcd (install Go, or run with CI=true)")
     cp = ControlPlane(base_dir=tmp_path_factory.mktemp("controlplane"))
     try:
         cp.start()

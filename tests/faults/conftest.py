@@ -8,18 +8,16 @@ FAULTS_SCALE (default 1) multiplies every phase's duration and FAULTS_RATE (defa
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from testkit import kube, podload
-from testkit.ci import in_ci
-from testkit.controlplane import RAYCLUSTER_CRD, ControlPlane, ControlPlaneError, install_webhook_identity
+from testkit.controlplane import ControlPlane
 from testkit.kuberay_pods import quickstart_raycluster, raycluster
+from tests.e2e import conftest as e2e
 from webhook.core.settings import SecretRef, Settings
 
 pytestmark = pytest.mark.faults
@@ -39,36 +37,12 @@ def seconds(base: float) -> float:
     return base * SCALE
 
 
-@pytest.fixture(scope="session")
-def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    if not in_ci() and shutil.which("go") is None and not os.environ.get("RAY_FT_WEBHOOK_TESTBIN"):
-        pytest.skip("faults tier skipped: no Go toolchain to build kube-apiserver/etcd (install Go, or CI=true)")
-    cp = ControlPlane(base_dir=tmp_path_factory.mktemp("controlplane"))
-    try:
-        cp.start()
-    except ControlPlaneError as exc:
-        pytest.fail(f"control plane did not start: {exc}")
-    yield cp
-    cp.stop()
-
-
-@pytest.fixture(scope="session")
-def admin(controlplane: ControlPlane) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(controlplane.admin_kubeconfig))
-
-
-@pytest.fixture(scope="session")
-def crd(admin: client.ApiClient) -> None:
-    client.ApiextensionsV1Api(admin).create_custom_resource_definition(RAYCLUSTER_CRD)
-    kube.wait_established(admin, ["rayclusters.ray.io"])
-
-
-@pytest.fixture(scope="session")
-def webhook_identity(controlplane: ControlPlane, admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory,
-                     crd: None) -> Path:
-    folder = tmp_path_factory.mktemp("identity")
-    return install_webhook_identity(controlplane, admin, kube.dynamic_client(admin, folder),
-                                    folder / "webhook.kubeconfig")
+# The control plane, its admin client, the RayCluster CRD and the webhook's identity: e2e's fixtures, bound
+# here again, so this tier gets a control plane of its own (its kube-apiserver gets restarted).
+controlplane = e2e.controlplane
+admin = e2e.admin
+crd = e2e.crd
+webhook_identity = e2e.webhook_identity
 
 
 def create_raycluster(admin: client.ApiClient, rc: dict[str, Any]) -> dict[str, Any]:

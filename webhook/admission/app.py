@@ -138,6 +138,7 @@ class MutateRoute:
         self.admission, self.metrics, self.budget = admission, metrics, budget
         # Labelled children looked up once, not per request (each `labels()` takes a lock and hashes).
         self._outcomes: dict[Outcome, Any] = {}
+        self._over_budget = metrics.connections_refused.labels("body_budget")
 
     def _count(self, outcome: Outcome) -> None:
         child = self._outcomes.get(outcome)
@@ -155,7 +156,7 @@ class MutateRoute:
                 req = review.parse_review(await _read_body(scope, receive, self.budget, held))
             except (_BadRequest, review.ReviewError) as exc:
                 if exc.status == 503:
-                    self.metrics.connections_refused.labels("body_budget").inc()
+                    self._over_budget.inc()
                 await _respond(send, exc.status, orjson.dumps({"error": str(exc)}))
                 return
             try:

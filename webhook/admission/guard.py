@@ -168,7 +168,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._headers = 0
         self._header_size = 0  # URL and headers of the current head, as parsed
-        self._refusal: tuple[int, str, str, str] | None = None  # status, phrase, message, metric reason
+        self._refusal: tuple[str, str] | None = None  # why a head over a limit gets 431: message, metric reason
 
     # -- connection: cap, then TLS -------------------------------------------------------------------------
 
@@ -252,15 +252,15 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self._ready:  # decrypted with the handshake's last read, before start_tls returned
             self._early += data
             if len(self._early) > self.guard.limits.max_header_bytes:
-                self._refuse_head(431, "Request Header Fields Too Large", "request head over the size limit",
-                                  "header_bytes", early=True)
+                self._refuse_head(self._head_too_large(), early=True)
             return
         if self._head_pending:
             self._head_bytes += len(data)
         super().data_received(data)
+        # Checked on the raw bytes too: a head that never completes (one endless header) is buffered by the
+        # parser before any callback sees it.
         if self._head_pending and self._head_bytes > self.guard.limits.max_header_bytes and self._refusal is None:
-            self._refuse_head(431, "Request Header Fields Too Large",
-                              f"request head over {self.guard.limits.max_header_bytes} bytes", "header_bytes")
+            self._refuse_head(self._head_too_large())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -278,14 +278,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._headers += 1
         self._header_size += len(name) + len(value) + 4  # ": " and CRLF
         if self._headers > limits.max_headers:
-            self._refusal = (431, "Request Header Fields Too Large", f"more than {limits.max_headers} request headers",
-                             "header_count")
-            raise _HeadersRefused
-        if self._header_size > limits.max_header_bytes:
-            self._refusal = (431, "Request Header Fields Too Large",
-                             f"request head over {limits.max_header_bytes} bytes", "header_bytes")
-            raise _HeadersRefused
+            self._refusal = (f"more than {limits.max_headers} request headers", "header_count")
+        elif self._header_size > limits.max_header_bytes:
+            self._refusal = self._head_too_large()
+        if self._refusal is not None:
+            raise _HeadersRefused  # uvicorn answers a parser error with send_400_response: 431 from there
         super().on_header(name, value)
+
+    def _head_too_large(self) -> tuple[str, str]:
+        return f"request head over {self.guard.limits.max_header_bytes} bytes", "header_bytes"
 
     def on_headers_complete(self) -> None:
         self._head_pending, self._head_bytes = False, 0
@@ -308,11 +309,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self.guard.refuse("bad_request")
             super().send_400_response(msg)
             return
-        status, phrase, message, reason = self._refusal
-        self._refuse_head(status, phrase, message, reason)
+        self._refuse_head(self._refusal)
 
-    def _refuse_head(self, status: int, phrase: str, message: str, reason: str, early: bool = False) -> None:
-        self._refusal = (status, phrase, message, reason)
+    def _refuse_head(self, refusal: tuple[str, str], early: bool = False) -> None:
+        """431 for a head over a limit, counted, and the connection closed."""
+        self._refusal = refusal
+        message, reason = refusal
         self.guard.refuse(reason)
         self._disarm()
         transport = self.transport
@@ -322,7 +324,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._raw.abort()  # type: ignore[attr-defined]
             return
         if not transport.is_closing():
-            transport.write(_response(status, phrase, message))
+            transport.write(_response(431, "Request Header Fields Too Large", message))
             transport.close()
 
     # -- deadlines -----------------------------------------------------------------------------------------

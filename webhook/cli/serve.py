@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 
 from webhook.admission import guard
-from webhook.admission.app import Health, create_app
+from webhook.admission.app import Health, WebhookApp, create_app
 from webhook.admission.lookup import RayClusterLookup, StaticLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.watch import WatchCache
@@ -114,6 +114,19 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def serving_app(opts: ServeOptions, settings: Settings, metrics: Metrics,
+                api: Any) -> tuple[WebhookApp, RayClusterLookup]:
+    """What one serving process needs, the same with or without `--workers`: its reloading TLS context (given to
+    the connection guard it installs), its RayCluster lookup and the app."""
+    tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
+                       on_load=metrics.cert_expiry.set)
+    guard.install(guard.Guard(opts.limits, tls.context, metrics))
+    lookup = build_lookup(opts, metrics, api)
+    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
+                     opts.limits)
+    return app, lookup
+
+
 def run(opts: ServeOptions, settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises InputError/TLSError for unusable configuration before listening."""
     if opts.workers > 1:
@@ -122,12 +135,7 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     metrics = Metrics()
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None or opts.cert_target else None
     sync = start_cert_sync(opts, opts.cert_target, api) if opts.cert_target is not None else None
-    tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
-                       on_load=metrics.cert_expiry.set)
-    lookup = build_lookup(opts, metrics, api)
-    guard.install(guard.Guard(opts.limits, tls.context, metrics))
-    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
-                     opts.limits)
+    app, lookup = serving_app(opts, settings, metrics, api)
     config = uvicorn.Config(app, http=guard.GuardedProtocol, **_uvicorn_options(opts))
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -168,30 +176,14 @@ def run_workers(opts: ServeOptions, settings: Settings) -> None:
 
 # -- one worker of `--workers N` (runs in a spawned process) ----------------------------------------------
 
-_worker: dict[str, Any] = {}
-
-
-def _worker_setup() -> tuple[ServeOptions, Settings, Metrics]:
-    """This worker's options, settings and metrics, read from the environment once per process."""
-    if not _worker:
-        opts, settings = options_from_env()
-        logs.configure(opts.log_level)
-        _worker.update(opts=opts, settings=settings, metrics=Metrics())
-    return _worker["opts"], _worker["settings"], _worker["metrics"]
-
-
 def worker_app() -> Any:
-    """uvicorn's app factory in a worker (called before the worker accepts): its own reloading TLS context and
-    guard, lookup (folder or watch cache) and app."""
-    opts, settings, metrics = _worker_setup()
-    tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
-                       on_load=metrics.cert_expiry.set)
-    guard.install(guard.Guard(opts.limits, tls.context, metrics))
+    """uvicorn's app factory in a worker (called once, before the worker accepts): the options and settings the
+    parent put into RAY_FT_WEBHOOK_*, and the worker's own TLS context, guard, lookup and app."""
+    opts, settings = options_from_env()
+    logs.configure(opts.log_level)
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None else None
-    lookup = build_lookup(opts, metrics, api)
+    app, _lookup = serving_app(opts, settings, Metrics(), api)
     log.info("worker serving", extra={"pid": os.getpid()})
-    app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
-                     opts.limits)
     _freeze_startup_heap()
     return app
 

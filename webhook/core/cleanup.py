@@ -22,10 +22,6 @@ INJECTED_NAME = "cleanup_redis_storage(username)"
 _USERNAME = re.compile(r"\busername\s*=")
 
 
-def has_call(line: str) -> bool:
-    return CALL in line
-
-
 def has_username(line: str) -> bool:
     """True when the line passes a username anywhere (KubeRay's own form or ours)."""
     return _USERNAME.search(line) is not None

@@ -1,8 +1,8 @@
 """Turn a Plan into explicit RFC 6902 JSON Patch ops against the pod it was made for.
 
 Only `add` and `replace`, only on the Ray container's env/args and the pod's annotations (`replace` of an
-env entry only for KubeRay <= 1.2's empty REDIS_PASSWORD placeholder, see plan; `replace` of args[0] for a
-`ray start` flag or the Redis cleanup pod's username). A missing
+env entry only for KubeRay's own empty REDIS_PASSWORD/RAY_REDIS_ADDRESS placeholders, see plan; `replace` of
+args[0] for a `ray start` flag or the Redis cleanup pod's username). A missing
 `annotations` map or `env` list is created once, whole; after that, ops address single keys (`/-` for
 env). The builder tracks what it created, so no later op assumes the original document (the bug that
 lost volumes in vault-k8s). Order is fixed: annotations, env, then the command lines.
@@ -67,6 +67,6 @@ def build_ops(pod: PodFacts, plan: Plan) -> list[Op]:
             ops.append(Op(op="replace", path=f"{CONTAINER}/args/0", value=args0))
         if pod.gen_cmd is not None and (gen := raystart.add_flags(pod.gen_cmd, plan.ray_start_flags)) != pod.gen_cmd:
             ops.append(Op(op="replace", path=f"{CONTAINER}/env/{pod.gen_cmd_index}/value", value=gen))
-    if plan.cleanup_args0 is not None and pod.args0 is not None and plan.cleanup_args0 != pod.args0:
+    if plan.cleanup_args0 is not None:  # the plan sets it only when it differs from the pod's args[0]
         ops.append(Op(op="replace", path=f"{CONTAINER}/args/0", value=plan.cleanup_args0))
     return ops

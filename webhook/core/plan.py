@@ -38,6 +38,11 @@ class EnvVar:
     value: str = ""
     value_from: Mapping[str, Any] | None = None
 
+    @property
+    def gives_value(self) -> bool:
+        """The container gets something: a `valueFrom` (resolved later) or a non-empty literal."""
+        return self.value_from is not None or self.value != ""
+
     def to_k8s(self) -> dict[str, Any]:
         if self.value_from is not None:
             return {"name": self.name, "valueFrom": _deep_copy(self.value_from)}
@@ -58,7 +63,7 @@ class Plan:
 
     annotations: tuple[tuple[str, str], ...] = ()
     env: tuple[EnvVar, ...] = ()
-    # Env entries to replace in place, by index: only KubeRay <= 1.2's empty REDIS_PASSWORD placeholder.
+    # Env entries to replace in place, by index: only KubeRay's own empty placeholders (`_kuberay_placeholder`).
     replace_env: tuple[tuple[int, EnvVar], ...] = ()
     ray_start_flags: tuple[str, ...] = ()
     # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
@@ -217,35 +222,19 @@ def _timeout(value: str | None, whose: str, warnings: list[str]) -> int | None:
         return None
 
 
-def _legacy_password_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
-    """The index of an empty REDIS_PASSWORD that KubeRay <= 1.2 added itself, or None.
+def _kuberay_placeholder(c: ClusterFacts, pod: PodFacts, name: str) -> int | None:
+    """The index of an empty `name` that KubeRay added to the pod itself, or None.
 
-    Those versions give every Ray container `REDIS_PASSWORD=""` when the head template has none. It is not the
-    user's: the RayCluster's head template does not set it. Kept, it would leave the head without a password.
-    Only a lone entry qualifies: with the name twice, one is someone else's, and neither is touched.
+    KubeRay <= 1.2 gives every Ray container `REDIS_PASSWORD=""` when the head template has none, and KubeRay 1.7
+    (where `gcsFaultToleranceOptions.redisAddress` is optional) appends `RAY_REDIS_ADDRESS=""` to the head. Kept,
+    they would leave the head without a password, or GCS in memory. Not the user's when the head template does
+    not set the name; only a lone entry qualifies: with the name twice, one is someone else's, and neither is
+    touched.
     """
-    indexes = pod.env_indexes(ENV_REDIS_PASSWORD)
-    if len(indexes) != 1 or ENV_REDIS_PASSWORD in c.head_env.names or pod.env_value(ENV_REDIS_PASSWORD) != "":
+    indexes = pod.env_indexes(name)
+    if len(indexes) != 1 or name in c.head_env.names or pod.env_value(name) != "":
         return None
     return indexes[0]
-
-
-def _address_placeholder(c: ClusterFacts, pod: PodFacts) -> int | None:
-    """The index of an empty RAY_REDIS_ADDRESS that KubeRay 1.7 added itself, or None.
-
-    KubeRay 1.7 makes `gcsFaultToleranceOptions.redisAddress` optional and then appends `RAY_REDIS_ADDRESS=""`
-    to the head: kept, Ray would hold GCS in memory. Not the user's when the head template does not set it;
-    only a lone entry qualifies, as for the password placeholder.
-    """
-    indexes = pod.env_indexes(ENV_REDIS_ADDRESS)
-    if len(indexes) != 1 or ENV_REDIS_ADDRESS in c.head_env.names or pod.env_value(ENV_REDIS_ADDRESS) != "":
-        return None
-    return indexes[0]
-
-
-def _sets_password(entry: Mapping[str, Any]) -> bool:
-    """A REDIS_PASSWORD env entry gives Ray a password: a valueFrom (its value unknown here) or a non-empty value."""
-    return entry.get("valueFrom") is not None or bool(entry.get("value"))
 
 
 def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
@@ -280,18 +269,16 @@ def _redis_env(c: ClusterFacts, pod: PodFacts, v: _Values,
         candidates.append(v.redis_password)
     env = tuple(e for e in candidates if e.name not in pod.env_names)
     replace_env: tuple[tuple[int, EnvVar], ...] = ()
-    placeholder = _legacy_password_placeholder(c, pod)
-    password = v.redis_password
-    if placeholder is not None and password is not None and (password.value_from is not None or password.value):
-        replace_env = ((placeholder, password),)
-    address_slot = _address_placeholder(c, pod)
-    if address_slot is not None and v.redis_address is not None:
-        replace_env += ((address_slot, EnvVar(ENV_REDIS_ADDRESS, v.redis_address)),)
+    for wanted in (v.redis_password, EnvVar(ENV_REDIS_ADDRESS, v.redis_address or "")):
+        slot = _kuberay_placeholder(c, pod, wanted.name) if wanted is not None and wanted.gives_value else None
+        if wanted is not None and slot is not None:
+            replace_env += ((slot, wanted),)
 
-    given = [e for e in pod.env or () if e["name"] == ENV_REDIS_PASSWORD][-1:]
-    added_password = [e for e in (*env, *(e for _, e in replace_env)) if e.name == ENV_REDIS_PASSWORD]
-    has_password = (bool(given) and _sets_password(given[0])) or any(
-        e.value_from is not None or e.value for e in added_password)
+    # The pod's own REDIS_PASSWORD counts when the container gets a value from it (the last entry, valueFrom or
+    # non-empty); otherwise only one the webhook adds or puts in KubeRay's placeholder.
+    added = (*env, *(e for _, e in replace_env))
+    has_password = any(e.name == ENV_REDIS_PASSWORD and e.gives_value for e in added) or (
+        ENV_REDIS_PASSWORD in pod.env_names and pod.env_value(ENV_REDIS_PASSWORD) != "")
     if not has_password:
         source = _username_source(c, pod)
         if any(e.name == ENV_REDIS_USERNAME for e in env):
@@ -388,7 +375,7 @@ def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     v = _resolve(c, pod.owner.uid, s)
     warnings += v.warnings
     pod_sets_address = (pod.role != "worker" and ENV_REDIS_ADDRESS in pod.env_names
-                        and _address_placeholder(c, pod) is None)
+                        and _kuberay_placeholder(c, pod, ENV_REDIS_ADDRESS) is None)
     if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and not pod_sets_address:
         warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
     if pod.role == "head":
