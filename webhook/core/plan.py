@@ -8,7 +8,7 @@ gives one: `spec.gcsFaultToleranceOptions`, then the RayCluster's annotations, t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core import annotations as ann
@@ -23,6 +23,8 @@ ENV_REDIS_ADDRESS = "RAY_REDIS_ADDRESS"
 ENV_REDIS_USERNAME = "REDIS_USERNAME"
 ENV_REDIS_PASSWORD = "REDIS_PASSWORD"
 ENV_RECONNECT_TIMEOUT = "RAY_gcs_rpc_server_reconnect_timeout_s"
+# The key of the workers' reconnect timeout in `Values.sources` (the head's is ENV_RECONNECT_TIMEOUT).
+WORKER_TIMEOUT = "worker " + ENV_RECONNECT_TIMEOUT
 
 FLAG_REDIS_PASSWORD = "--redis-password=$REDIS_PASSWORD"
 FLAG_REDIS_USERNAME = "--redis-username=$REDIS_USERNAME"
@@ -69,6 +71,8 @@ class Plan:
     # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
     cleanup_args0: str | None = None
     warnings: tuple[str, ...] = ()
+    # The warnings that leave GCS FT not working as meant (no Redis address, a username GCS would abort on...).
+    gaps: tuple[str, ...] = ()
     skipped: str | None = None
 
     @property
@@ -98,9 +102,15 @@ class Deny:
 Decision = Plan | Deny
 
 
+# Where a value came from, for the Events and `check` (names of fields, flags and Secrets; never a secret value).
+SOURCE_OPTIONS = "gcsFaultToleranceOptions"
+SOURCE_ADMIN = "the admin's default"
+
+
 @dataclass(frozen=True)
-class _Values:
-    """The resolved FT values for one cluster; None where no source gives one."""
+class Values:
+    """The resolved FT values for one cluster; None where no source gives one. `sources` names, for each env
+    name that has a value, where it came from."""
 
     storage_namespace: str | None
     redis_address: str | None
@@ -108,6 +118,7 @@ class _Values:
     redis_password: EnvVar | None
     head_timeout_s: int | None
     worker_timeout_s: int
+    sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
 
@@ -150,24 +161,35 @@ def _is_env_reference(value: str) -> bool:
     return value.startswith("$")
 
 
-def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> _Values:
+def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> Values:
     opts, ours = c.options, c.ours
     warnings: list[str] = []
+    sources: dict[str, str] = {}
 
     storage_ns: str | None = c.uid or owner_uid or None
+    if storage_ns is not None:
+        sources[ENV_STORAGE_NAMESPACE] = "the RayCluster's uid"
     if c.storage_namespace_annotation is not None:
         storage_ns = c.storage_namespace_annotation
+        sources[ENV_STORAGE_NAMESPACE] = f"annotation {ann.RAY_EXTERNAL_STORAGE_NAMESPACE}"
     if opts is not None and opts.external_storage_namespace:
         storage_ns = opts.external_storage_namespace
+        sources[ENV_STORAGE_NAMESPACE] = f"{SOURCE_OPTIONS}.externalStorageNamespace"
     if storage_ns == "":
         warnings.append("the external storage namespace is empty; give each RayCluster its own namespace")
 
-    address = (opts.redis_address if opts else "") or ours.redis_address or s.default_redis_address or ""
+    address, address_source = next(
+        ((a, source) for a, source in ((opts.redis_address if opts else "", f"{SOURCE_OPTIONS}.redisAddress"),
+                                       (ours.redis_address, f"annotation {ann.REDIS_ADDRESS}"),
+                                       (s.default_redis_address, f"{SOURCE_ADMIN} --default-redis-address"))
+         if a), ("", ""))
     # Ours and the admin's are checked when parsed; one the RayCluster gives is never injected if Ray dies on it.
     problem = address_problem(address) if address else None
     if problem is not None:
         warnings.append(f"redisAddress {quote(address, 20)} not injected: it {problem}")
         address = ""
+    if address:
+        sources[ENV_REDIS_ADDRESS] = address_source
     template_address = c.head_env.values.get(ENV_REDIS_ADDRESS)
     problem = address_problem(template_address) if template_address else None
     if template_address and problem is not None:
@@ -176,21 +198,27 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> _Values:
     username: EnvVar | None = None
     if opts is not None and opts.redis_username is not None:
         username = _credential_env(ENV_REDIS_USERNAME, opts.redis_username)
+        sources[ENV_REDIS_USERNAME] = f"{SOURCE_OPTIONS}.redisUsername"
     elif ours.redis_username:
         username = EnvVar(name=ENV_REDIS_USERNAME, value=ours.redis_username)
+        sources[ENV_REDIS_USERNAME] = f"annotation {ann.REDIS_USERNAME}"
 
     start_param_password = c.head_start_params.get("redis-password")
     password: EnvVar | None = None
     if opts is not None and opts.redis_password is not None:
         password = _credential_env(ENV_REDIS_PASSWORD, opts.redis_password)
+        sources[ENV_REDIS_PASSWORD] = f"{SOURCE_OPTIONS}.redisPassword"
     elif ours.redis_password_secret is not None:
         ref = ours.redis_password_secret
         password = _secret_env(ENV_REDIS_PASSWORD, ref.name, ref.key)
+        sources[ENV_REDIS_PASSWORD] = f"annotation {ann.REDIS_PASSWORD_SECRET}"
     elif opts is None and start_param_password is not None and not _is_env_reference(start_param_password):
         password = EnvVar(name=ENV_REDIS_PASSWORD, value=start_param_password)
+        sources[ENV_REDIS_PASSWORD] = "rayStartParams redis-password"
     elif s.default_redis_password_secret is not None:
         ref = s.default_redis_password_secret
         password = _secret_env(ENV_REDIS_PASSWORD, ref.name, ref.key)
+        sources[ENV_REDIS_PASSWORD] = f"{SOURCE_ADMIN} --default-redis-password-secret"
 
     plain = (
         (opts is not None and opts.redis_password is not None and opts.redis_password.is_plain_text)
@@ -200,13 +228,20 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> _Values:
     if plain:
         warnings.append("the Redis password is plain text in the RayCluster; keep it in a Secret")
 
-    return _Values(
+    head_timeout = ours.head_reconnect_timeout_s or s.head_reconnect_timeout_s
+    if head_timeout is not None:
+        sources[ENV_RECONNECT_TIMEOUT] = (f"annotation {ann.HEAD_RECONNECT_TIMEOUT_S}" if ours.head_reconnect_timeout_s
+                                          else f"{SOURCE_ADMIN} --head-reconnect-timeout-s")
+    sources[WORKER_TIMEOUT] = (f"annotation {ann.WORKER_RECONNECT_TIMEOUT_S}" if ours.worker_reconnect_timeout_s
+                               else f"{SOURCE_ADMIN} --worker-reconnect-timeout-s")
+    return Values(
         storage_namespace=storage_ns,
         redis_address=address or None,
         redis_username=username,
         redis_password=password,
-        head_timeout_s=ours.head_reconnect_timeout_s or s.head_reconnect_timeout_s,
+        head_timeout_s=head_timeout,
         worker_timeout_s=ours.worker_reconnect_timeout_s or s.worker_reconnect_timeout_s,
+        sources=sources,
         warnings=tuple(warnings),
     )
 
@@ -250,8 +285,8 @@ def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
     return None
 
 
-def _redis_env(c: ClusterFacts, pod: PodFacts, v: _Values,
-               warnings: list[str]) -> tuple[tuple[EnvVar, ...], tuple[tuple[int, EnvVar], ...]]:
+def _redis_env(c: ClusterFacts, pod: PodFacts, v: Values,
+               warnings: _Findings) -> tuple[tuple[EnvVar, ...], tuple[tuple[int, EnvVar], ...]]:
     """The env that reaches Redis, shared by the head and the cleanup pod: (entries to add, entries to replace).
 
     Storage namespace, address, username, password; a name already present wins, except KubeRay's own empty
@@ -283,14 +318,14 @@ def _redis_env(c: ClusterFacts, pod: PodFacts, v: _Values,
         source = _username_source(c, pod)
         if any(e.name == ENV_REDIS_USERNAME for e in env):
             env = tuple(e for e in env if e.name != ENV_REDIS_USERNAME)
-            warnings.append(f"REDIS_USERNAME from {source} not injected: no Redis password either; "
-                            "Ray's GCS aborts on that")
+            warnings.gap(f"REDIS_USERNAME from {source} not injected: no Redis password either; "
+                         "Ray's GCS aborts on that")
         elif source is not None:
-            warnings.append(f"Redis username from {source} but no password from any source: Ray's GCS aborts")
+            warnings.gap(f"Redis username from {source} but no password from any source: Ray's GCS aborts")
     return env, replace_env
 
 
-def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
     present = pod.env_names
     pod_annotations = pod.annotations or {}
     annotations: list[tuple[str, str]] = []
@@ -311,12 +346,12 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) 
         if any(raystart.has_ray_start(c) and not raystart.has_flag(c, raystart.flag_name(f)) for c in commands)
     )
     if wanted and not any(raystart.has_ray_start(cmd) for cmd in commands):
-        warnings.append("no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself")
+        warnings.gap("no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself")
     return Plan(annotations=tuple(annotations), env=env, replace_env=replace_env, ray_start_flags=flags,
-                warnings=tuple(warnings))
+                warnings=tuple(warnings), gaps=tuple(warnings.gaps))
 
 
-def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+def _worker_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
     env: tuple[EnvVar, ...] = ()
     worker_timeout: int | None = v.worker_timeout_s
     if ENV_RECONNECT_TIMEOUT in pod.env_names:
@@ -329,14 +364,11 @@ def _worker_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]
         or RAY_DEFAULT_RECONNECT_TIMEOUT_S
     )
     if worker_timeout is not None and worker_timeout <= head_timeout:
-        warnings.append(
-            f"worker GCS reconnect timeout {worker_timeout}s is not above the head's {head_timeout}s; "
-            "workers may exit in a head restart"
-        )
+        warnings.append(_short_worker_timeout(worker_timeout, head_timeout))
     return Plan(env=env, warnings=tuple(warnings))
 
 
-def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str]) -> Plan:
+def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
     """KubeRay's Redis cleanup pod: the head's Redis-reaching values, so it reaches the Redis the head used.
 
     KubeRay builds it from the RayCluster, not from the admitted head pod, so whatever the webhook gave the
@@ -355,31 +387,104 @@ def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: _Values, warnings: list[str
             args0 = rewritten
         elif not cleanup.has_username(line):
             warnings.append("no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME")
-    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings))
+    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings),
+                gaps=tuple(warnings.gaps))
+
+
+def _short_worker_timeout(worker_s: int, head_s: int, group: str = "") -> str:
+    whose = f"worker group {group!r}" if group else "worker"
+    return (f"{whose} GCS reconnect timeout {worker_s}s is not above the head's {head_s}s; "
+            "workers may exit in a head restart")
+
+
+NO_ADDRESS = "GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory"
+
+
+class _Findings(list[str]):
+    """Warnings in the order found; `gap` records one that also leaves GCS FT not working as meant."""
+
+    def __init__(self, items: tuple[str, ...] = ()) -> None:
+        super().__init__(items)
+        self.gaps: list[str] = []
+
+    def gap(self, message: str) -> None:
+        self.append(message)
+        self.gaps.append(message)
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The decision for a RayCluster as a whole, before any pod: every pod's plan starts from it, and so do
+    `/validate` and `check`. `values` is None when the cluster is denied or skipped."""
+
+    denied: str | None = None
+    skipped: str | None = None
+    values: Values | None = None
+    warnings: tuple[str, ...] = ()
+    # FT is on and neither a source nor the head template gives a Redis address.
+    address_missing: bool = False
+
+
+def plan_cluster(c: ClusterFacts, s: Settings, owner_uid: str | None = None) -> ClusterPlan:
+    """What the webhook makes of RayCluster `c` under the admin's settings `s`. `owner_uid` stands in for the
+    storage namespace when `c` has no uid (a RayCluster read from a file)."""
+    if c.errors:
+        return ClusterPlan(denied="; ".join(c.errors))
+    warnings = [f"unknown annotation {key} on the RayCluster is ignored" for key in c.ours.unknown_keys]
+    warnings += kuberay_conflicts(c)
+    if not c.ours.inject:
+        return ClusterPlan(skipped=f"{ann.INJECT} is false", warnings=tuple(warnings))
+    if not c.ft_enabled:
+        return ClusterPlan(skipped="GCS fault tolerance is off", warnings=tuple(warnings))
+    if c.options is not None and c.options.backend != "redis":
+        warnings.append(f"GCS FT backend {c.options.backend!r} is left to KubeRay; ray-ft-webhook handles redis")
+        return ClusterPlan(skipped=f"backend {c.options.backend}", warnings=tuple(warnings))
+    v = _resolve(c, owner_uid or None, s)
+    return ClusterPlan(values=v, warnings=(*warnings, *v.warnings),
+                       address_missing=v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names)
+
+
+def cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> tuple[str, ...]:
+    """Every warning about the cluster as a whole, before any pod exists: the plan's, and the pod plans' checks
+    as far as the RayCluster's templates decide them (no address, a username without a password, a worker
+    timeout not above the head's)."""
+    found = list(cp.warnings)
+    v = cp.values
+    if v is None:
+        return tuple(found)
+    if cp.address_missing:
+        found.append(NO_ADDRESS)
+    username_source = (
+        "the head's env" if ENV_REDIS_USERNAME in c.head_env.names
+        else "rayStartParams" if c.head_start_params.get("redis-username")
+        else v.sources.get(ENV_REDIS_USERNAME)
+    )
+    template_password = ENV_REDIS_PASSWORD in c.head_env.names and c.head_env.values.get(ENV_REDIS_PASSWORD) != ""
+    if username_source and not template_password and not (v.redis_password and v.redis_password.gives_value):
+        found.append(f"Redis username from {username_source} but no password from any source: Ray's GCS aborts")
+    head_s = (_timeout(c.head_env.values.get(ENV_RECONNECT_TIMEOUT), "head template", found)
+              or v.head_timeout_s or RAY_DEFAULT_RECONNECT_TIMEOUT_S)
+    for group, raw in c.worker_timeouts:
+        worker_s = _timeout(raw, f"worker group {group!r}", found) if raw is not None else v.worker_timeout_s
+        if worker_s is not None and worker_s <= head_s:
+            found.append(_short_worker_timeout(worker_s, head_s, group))
+    return tuple(found)
 
 
 def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
     """What to inject into `pod` of RayCluster `c` under the admin's settings `s`."""
-    if c.errors:
-        return Deny(f"RayCluster {c.namespace}/{c.name}: " + "; ".join(c.errors))
-    warnings = [f"unknown annotation {key} on the RayCluster is ignored" for key in c.ours.unknown_keys]
-    warnings += kuberay_conflicts(c)
-    if not c.ours.inject:
-        return Plan(skipped=f"{ann.INJECT} is false", warnings=tuple(warnings))
-    if not c.ft_enabled:
-        return Plan(skipped="GCS fault tolerance is off", warnings=tuple(warnings))
-    if c.options is not None and c.options.backend != "redis":
-        warnings.append(f"GCS FT backend {c.options.backend!r} is left to KubeRay; ray-ft-webhook handles redis")
-        return Plan(skipped=f"backend {c.options.backend}", warnings=tuple(warnings))
-
-    v = _resolve(c, pod.owner.uid, s)
-    warnings += v.warnings
+    cp = plan_cluster(c, s, pod.owner.uid)
+    if cp.denied is not None:
+        return Deny(f"RayCluster {c.namespace}/{c.name}: {cp.denied}")
+    if cp.values is None:
+        return Plan(skipped=cp.skipped, warnings=cp.warnings)
+    warnings = _Findings(cp.warnings)
     pod_sets_address = (pod.role != "worker" and ENV_REDIS_ADDRESS in pod.env_names
                         and _kuberay_placeholder(c, pod, ENV_REDIS_ADDRESS) is None)
-    if v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names and not pod_sets_address:
-        warnings.append("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory")
+    if cp.address_missing and not pod_sets_address:
+        warnings.gap(NO_ADDRESS)
     if pod.role == "head":
-        return _head_plan(c, pod, v, warnings)
+        return _head_plan(c, pod, cp.values, warnings)
     if pod.role == "redis-cleanup":
-        return _cleanup_plan(c, pod, v, warnings)
-    return _worker_plan(c, pod, v, warnings)
+        return _cleanup_plan(c, pod, cp.values, warnings)
+    return _worker_plan(c, pod, cp.values, warnings)

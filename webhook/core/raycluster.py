@@ -77,6 +77,11 @@ class ClusterFacts:
     # The rayStartParams the plan reads (redis-password, redis-username), when strings.
     head_start_params: Mapping[str, str]
     head_env: HeadEnv
+    # Per worker group: its name and the literal RAY_gcs_rpc_server_reconnect_timeout_s its Ray container sets, or
+    # None when it sets none (the webhook injects one). Groups that set it through valueFrom are left out.
+    worker_timeouts: tuple[tuple[str, str | None], ...] = ()
+    # metadata.deletionTimestamp is set: the cluster is going away.
+    deleting: bool = False
     errors: tuple[str, ...] = ()
 
     @property
@@ -210,18 +215,20 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
 
 # Head env variables whose literal value a check reads.
 _HEAD_ENV_VALUES = ("RAY_gcs_rpc_server_reconnect_timeout_s", "REDIS_PASSWORD", "RAY_REDIS_ADDRESS")
+_TIMEOUT = _HEAD_ENV_VALUES[0]
 
 
-def _head_env(head: Mapping[str, Any], errors: _Errors) -> HeadEnv:
-    template = _mapping(head.get("template"), "spec.headGroupSpec.template", errors)
-    pod_spec = _mapping(template.get("spec"), "spec.headGroupSpec.template.spec", errors)
+def _ray_env(group: Mapping[str, Any], where: str, errors: _Errors) -> HeadEnv:
+    """The env of a group template's Ray container (`containers[0]`), as far as the FT checks need it."""
+    template = _mapping(group.get("template"), f"{where}.template", errors)
+    pod_spec = _mapping(template.get("spec"), f"{where}.template.spec", errors)
     containers = pod_spec.get("containers") or []
     if not isinstance(containers, list):
-        errors.at("spec.headGroupSpec.template.spec.containers", f"expected a list, got {type(containers).__name__}")
+        errors.at(f"{where}.template.spec.containers", f"expected a list, got {type(containers).__name__}")
         return HeadEnv()
     if not containers:
         return HeadEnv()
-    where = "spec.headGroupSpec.template.spec.containers[0]"
+    where = f"{where}.template.spec.containers[0]"
     env = _mapping(containers[0], where, errors).get("env") or []
     if not isinstance(env, list):
         errors.at(f"{where}.env", f"expected a list, got {type(env).__name__}")
@@ -243,6 +250,22 @@ def _head_env(head: Mapping[str, Any], errors: _Errors) -> HeadEnv:
             if not value_from:
                 values[name] = value or ""
     return HeadEnv(names=frozenset(names), values=values)
+
+
+
+def _worker_timeouts(spec: Mapping[str, Any], errors: _Errors) -> tuple[tuple[str, str | None], ...]:
+    groups = spec.get("workerGroupSpecs") or []
+    if not isinstance(groups, list):
+        errors.at("spec.workerGroupSpecs", f"expected a list, got {type(groups).__name__}")
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for i, raw in enumerate(groups):
+        where = f"spec.workerGroupSpecs[{i}]"
+        group = _mapping(raw, where, errors)
+        env = _ray_env(group, where, errors)
+        if _TIMEOUT not in env.names or _TIMEOUT in env.values:
+            out.append((_string(group.get("groupName"), f"{where}.groupName", errors), env.values.get(_TIMEOUT)))
+    return tuple(out)
 
 
 # rayStartParams the plan reads; the others are KubeRay's business.
@@ -284,6 +307,8 @@ def parse_raycluster(obj: Any) -> ClusterFacts:
         storage_namespace_annotation=storage_ns,
         ours=_ours(annotations, errors),
         head_start_params=_start_params(head, errors),
-        head_env=_head_env(head, errors),
+        head_env=_ray_env(head, "spec.headGroupSpec", errors),
+        worker_timeouts=_worker_timeouts(spec, errors),
+        deleting=metadata.get("deletionTimestamp") is not None,
         errors=tuple(errors),
     )
