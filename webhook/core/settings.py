@@ -80,3 +80,6 @@ class Settings:
     worker_reconnect_timeout_s: int = KUBERAY_WORKER_RECONNECT_TIMEOUT_S
     head_reconnect_timeout_s: int | None = None
     on_lookup_failure: LookupFailure = LookupFailure.DENY
+    # `/validate`: deny a RayCluster KubeRay would refuse, or one sharing another's GCS storage (default: warn).
+    deny_kuberay_conflicts: bool = False
+    deny_shared_storage_namespace: bool = False
