@@ -1,6 +1,6 @@
-"""The HTTP app: `/mutate` (bytes -> review codec -> handler -> bytes), health, readiness and metrics.
+"""The HTTP app: `/mutate` and `/validate` (bytes -> review codec -> handler -> bytes), health, readiness, metrics.
 
-`POST /mutate` is served by a raw ASGI route in front of FastAPI: the admission path is the only hot one,
+`POST /mutate` and `POST /validate` are served by raw ASGI routes in front of FastAPI: `/mutate` is the hot one,
 and FastAPI/Starlette's middleware stack, request and response objects cost about a third of a request
 there (py-spy, docs/benchmarks.md). The Content-Type is checked before reading, the read stops at
 MAX_BODY_BYTES, and the JSON is parsed once with orjson. Everything else goes to FastAPI. The decision
@@ -24,6 +24,7 @@ from webhook.admission.handler import Admission
 from webhook.admission.limits import MAX_BODY_BYTES, Limits
 from webhook.admission.lookup import RayClusterLookup
 from webhook.admission.metrics import CONTENT_TYPE, Metrics
+from webhook.admission.validate import Validation
 from webhook.core.outcome import Outcome
 from webhook.core.settings import Settings
 
@@ -131,11 +132,15 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class MutateRoute:
-    """`POST /mutate` as a raw ASGI app: body -> review -> answer -> bytes, with metrics around it."""
+Answer = Callable[[review.AdmissionRequest], Awaitable[tuple[dict[str, Any], Outcome]]]
 
-    def __init__(self, admission: Admission, metrics: Metrics, budget: BodyBudget) -> None:
-        self.admission, self.metrics, self.budget = admission, metrics, budget
+
+class AdmissionRoute:
+    """One admission path (`POST /mutate`, `POST /validate`) as a raw ASGI app: body -> review -> `answer` ->
+    bytes, counted by outcome in `outcomes` (and timed in the latency histogram when `timed`)."""
+
+    def __init__(self, answer: Answer, outcomes: Any, metrics: Metrics, budget: BodyBudget, timed: bool) -> None:
+        self.answer, self.outcomes, self.metrics, self.budget, self.timed = answer, outcomes, metrics, budget, timed
         # Labelled children looked up once, not per request (each `labels()` takes a lock and hashes).
         self._outcomes: dict[Outcome, Any] = {}
         self._over_budget = metrics.connections_refused.labels("body_budget")
@@ -143,7 +148,7 @@ class MutateRoute:
     def _count(self, outcome: Outcome) -> None:
         child = self._outcomes.get(outcome)
         if child is None:
-            child = self._outcomes[outcome] = self.metrics.admissions.labels(outcome)
+            child = self._outcomes[outcome] = self.outcomes.labels(outcome)
         child.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,7 +165,7 @@ class MutateRoute:
                 await _respond(send, exc.status, orjson.dumps({"error": str(exc)}))
                 return
             try:
-                response, outcome = await self.admission.answer(req)
+                response, outcome = await self.answer(req)
             except Exception:
                 log.exception("admission failed", extra={"uid": req.uid})
                 outcome = Outcome.ERROR
@@ -170,18 +175,21 @@ class MutateRoute:
             self.budget.give(held.size)
             self.metrics.in_flight.dec()
             self._count(outcome)
-            self.metrics.latency.observe(time.perf_counter() - started)
+            if self.timed:
+                self.metrics.latency.observe(time.perf_counter() - started)
 
 
 class WebhookApp:
-    """The ASGI app: `POST /mutate` straight to MutateRoute, everything else (and lifespan) to FastAPI."""
+    """The ASGI app: `POST /mutate` and `POST /validate` straight to their AdmissionRoute, everything else (and
+    lifespan) to FastAPI."""
 
-    def __init__(self, mutate_route: MutateRoute, rest: FastAPI) -> None:
-        self.mutate_route, self.rest = mutate_route, rest
+    def __init__(self, routes: dict[str, AdmissionRoute], rest: FastAPI) -> None:
+        self.routes, self.rest = routes, rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
-            await self.mutate_route(scope, receive, send)
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is not None:
+            await route(scope, receive, send)
         else:
             await self.rest(scope, receive, send)
 
@@ -191,12 +199,14 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
     admission = Admission(lookup, settings, metrics)
+    validation = Validation(lookup.clusters, settings)
     app = FastAPI(title="ray-ft-webhook", openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/mutate")
-    async def mutate_unreachable() -> Response:  # pragma: no cover - WebhookApp answers POST /mutate first
-        """Declared so that other methods on /mutate get FastAPI's 405."""
-        raise AssertionError("POST /mutate is served by MutateRoute")
+    @app.post("/validate")
+    async def admission_unreachable() -> Response:  # pragma: no cover - WebhookApp answers these POSTs first
+        """Declared so that other methods on the admission paths get FastAPI's 405."""
+        raise AssertionError("POST /mutate and /validate are served by AdmissionRoute")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -214,4 +224,8 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    return WebhookApp(MutateRoute(admission, metrics, BodyBudget((limits or Limits()).body_budget_bytes)), app)
+    budget = BodyBudget((limits or Limits()).body_budget_bytes)
+    return WebhookApp({
+        "/mutate": AdmissionRoute(admission.answer, metrics.admissions, metrics, budget, timed=True),
+        "/validate": AdmissionRoute(validation.answer, metrics.validations, metrics, budget, timed=False),
+    }, app)

@@ -35,6 +35,9 @@ class RayClusterLookup(Protocol):
     def ready(self) -> bool:
         """True once the cache holds a complete first listing."""
 
+    def clusters(self) -> list[ClusterFacts]:
+        """Every RayCluster known now (a snapshot): `/validate` looks for another using the same GCS storage."""
+
 
 def matches(facts: ClusterFacts, owner: Owner) -> bool:
     return owner.uid is None or not facts.uid or facts.uid == owner.uid
@@ -77,3 +80,6 @@ class StaticLookup:
 
     def ready(self) -> bool:
         return True
+
+    def clusters(self) -> list[ClusterFacts]:
+        return list(self._clusters.values())

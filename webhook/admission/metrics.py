@@ -22,6 +22,10 @@ class Metrics:
         self.admissions = Counter(
             "ray_ft_webhook_admissions", "Admission reviews answered, by outcome.", ["outcome"], registry=r
         )
+        self.validations = Counter(
+            "ray_ft_webhook_validations", "RayCluster, RayService and RayJob reviews answered (/validate), by outcome.",
+            ["outcome"], registry=r,
+        )
         self.latency = Histogram(
             "ray_ft_webhook_admission_duration_seconds", "Time to answer one /mutate request.",
             buckets=LATENCY_BUCKETS, registry=r,

@@ -38,6 +38,10 @@ class AdmissionRequest:
     operation: str
     namespace: str
     object: Any
+    # UPDATE: the object before the change (None otherwise).
+    old_object: Any = None
+    # The request will not be persisted: nothing may be written because of it (Events).
+    dry_run: bool = False
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -68,6 +72,8 @@ def parse_review(body: bytes) -> AdmissionRequest:
         operation=_str(request.get("operation")),
         namespace=_str(request.get("namespace")),
         object=request.get("object"),
+        old_object=request.get("oldObject"),
+        dry_run=request.get("dryRun") is True,
     )
 
 

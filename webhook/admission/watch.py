@@ -88,6 +88,10 @@ class WatchCache:
     def ready(self) -> bool:
         return len(self._synced) == len(self._scopes)
 
+    def clusters(self) -> list[ClusterFacts]:
+        with self._lock:
+            return list(self._clusters.values())
+
     def cached(self, owner: Owner) -> ClusterFacts | None:
         facts = self._clusters.get((owner.namespace, owner.name))
         return facts if facts is not None and matches(facts, owner) else None

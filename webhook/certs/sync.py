@@ -2,7 +2,8 @@
 
 Every replica runs `CertSync`. The one holding the Lease (`CertTarget.lease`) writes: it
 creates or renews the Secret (`rotation.next_material`) and keeps the caBundle of every webhook in the
-MutatingWebhookConfiguration equal to `rotation.bundle`, restoring it if something else changed it. Every
+MutatingWebhookConfiguration, and in the ValidatingWebhookConfiguration of the same name when there is one,
+equal to `rotation.bundle`, restoring it if something else changed it. Every
 replica reads the Secret through the API and writes its serving certificate and key files, which
 `tls.ReloadingTLS` picks up for new handshakes. Writes use resourceVersion, so two writers never clobber.
 """
@@ -158,7 +159,26 @@ class CertSync:
             self.admission.replace_mutating_webhook_configuration(t.webhook_config, config)
             log.info("caBundle written", extra={"webhook_config": t.webhook_config})
             changed = True
+        validating = self._read_validating()
+        if validating is not None and any(w.client_config.ca_bundle != desired for w in validating.webhooks or []):
+            for w in validating.webhooks:
+                w.client_config.ca_bundle = desired
+            self.admission.replace_validating_webhook_configuration(t.webhook_config, validating)
+            log.info("caBundle written", extra={"validating_webhook_config": t.webhook_config})
+            changed = True
         return changed
+
+    def _read_validating(self) -> Any | None:
+        """The ValidatingWebhookConfiguration of `/validate`, or None when it is not installed (it is optional:
+        the mutating webhook alone is the product; a 403 means RBAC from before it existed)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.admission.read_validating_webhook_configuration(self.target.webhook_config)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
 
     # --- every replica's part ----------------------------------------------------------------------------
 
@@ -208,7 +228,7 @@ class CertSync:
 
 def uninstall(api_client: Any, webhook_config: str, namespace: str | None, secret: str | None,
               lease: str = CertTarget.lease) -> list[str]:
-    """Delete the webhook configuration first (so nothing can block pod creation), then the Secret and Lease.
+    """Delete the webhook configurations first (so nothing can block pod creation), then the Secret and Lease.
 
     Returns what was deleted; absent objects are skipped.
     """
@@ -218,7 +238,9 @@ def uninstall(api_client: Any, webhook_config: str, namespace: str | None, secre
     deleted: list[str] = []
     admission = client.AdmissionregistrationV1Api(api_client)
     steps = [("MutatingWebhookConfiguration", webhook_config,
-              lambda: admission.delete_mutating_webhook_configuration(webhook_config))]
+              lambda: admission.delete_mutating_webhook_configuration(webhook_config)),
+             ("ValidatingWebhookConfiguration", webhook_config,
+              lambda: admission.delete_validating_webhook_configuration(webhook_config))]
     if namespace and secret:
         steps.append(("Secret", f"{namespace}/{secret}",
                       lambda: client.CoreV1Api(api_client).delete_namespaced_secret(secret, namespace)))

@@ -97,6 +97,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         worker_reconnect_timeout_s=args.worker_reconnect_timeout_s,
         head_reconnect_timeout_s=args.head_reconnect_timeout_s,
         on_lookup_failure=getattr(args, "on_lookup_failure", LookupFailure.DENY),
+        deny_kuberay_conflicts=getattr(args, "deny_kuberay_conflicts", False),
+        deny_shared_storage_namespace=getattr(args, "deny_shared_storage_namespace", False),
     )
 
 
@@ -197,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--reuse-port", "bind the port with SO_REUSEPORT, so a second `serve` can listen on the same "
          "address and connections are spread over both (rolling restarts without a closed port; one worker "
          "process only)", _bool, default=False, nargs="?", const=True, metavar="BOOL")
+    validation = serve.add_argument_group(
+        "/validate (RayClusters, RayServices and RayJobs being applied; findings are warnings unless made denials)")
+    _add(validation, "--deny-kuberay-conflicts", "deny a RayCluster that breaks KubeRay's FT validation rules "
+         "(KubeRay >= 1.3 refuses it later anyway)", _bool, default=False, nargs="?", const=True, metavar="BOOL")
+    _add(validation, "--deny-shared-storage-namespace", "deny a RayCluster whose GCS storage (Redis address and "
+         "storage namespace) another live RayCluster uses", _bool, default=False, nargs="?", const=True,
+         metavar="BOOL")
     limits = serve.add_argument_group(
         "limits on clients (beyond each, the connection or request is refused and counted in /metrics)")
     d = Limits()
@@ -218,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "self-managed certificates (all of --cert-secret, --webhook-config and --service turn it on)")
     _add(managed, "--cert-secret", "Secret holding the CA and serving certificate; the Lease holder creates and "
          "renews it, every replica writes its pair to --tls-cert/--tls-key")
-    _add(managed, "--webhook-config", "MutatingWebhookConfiguration whose caBundle is kept in step")
+    _add(managed, "--webhook-config", "Mutating- (and, if installed, Validating-) WebhookConfiguration whose "
+         "caBundle is kept in step")
     _add(managed, "--service", "the webhook's Service name (certificate DNS names)")
     _add(managed, "--cert-sync-interval-s", "how often the Secret, Lease and caBundle are checked (also bounds how "
          "soon a changed certificate file is served)", _seconds_interval, default=30.0)
@@ -254,18 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     install = certs_sub.add_parser(
         "install", help="create or renew the certificate Secret and write the caBundle (like certgen create+patch)",
         description="Create the CA and serving certificate in a Secret (or renew what is due) and set the "
-        "caBundle of every webhook in the MutatingWebhookConfiguration. Safe to run again.",
+        "caBundle of every webhook in the Mutating- and (if installed) ValidatingWebhookConfiguration. "
+        "Safe to run again.",
     )
     install.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
     install.add_argument("--namespace", required=True, help="namespace of the Secret and the Service")
     install.add_argument("--secret", default="ray-ft-webhook-tls", help="Secret name (default: ray-ft-webhook-tls)")
     install.add_argument("--webhook-config", default="ray-ft-webhook",
-                         help="MutatingWebhookConfiguration name (default: ray-ft-webhook)")
+                         help="Mutating/ValidatingWebhookConfiguration name (default: ray-ft-webhook)")
     install.add_argument("--service", default="ray-ft-webhook", help="Service name (default: ray-ft-webhook)")
     install.add_argument("--ip", action="append", default=[], type=_typed(_ip), help="an extra IP SAN (repeatable)")
 
     uninstall = certs_sub.add_parser(
-        "uninstall", help="delete the MutatingWebhookConfiguration first, then the certificate Secret and Lease",
+        "uninstall", help="delete the webhook configurations first, then the certificate Secret and Lease",
         description="Removes the webhook configuration before anything else, so a webhook being removed can "
         "never block pod creation. Then `kubectl delete -k manifests/overlays/<overlay>` removes the rest.",
     )
