@@ -95,15 +95,27 @@ def rules_of(objs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]
     return [rule for o in objs if o["kind"] == kind for rule in o["rules"]]
 
 
-def test_cert_manager_overlay_reads_rayclusters_only() -> None:
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_validating_webhook_never_blocks_and_sees_only_ray_objects(overlay: str) -> None:
+    (hook,) = one(rendered(overlay), "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["timeoutSeconds"] <= 5 and hook["clientConfig"]["service"]["path"] == "/validate"
+    assert hook["rules"] == [{"apiGroups": ["ray.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                              "resources": ["rayclusters", "rayservices", "rayjobs"], "scope": "Namespaced"}]
+    (ns_rule,) = hook["namespaceSelector"]["matchExpressions"]
+    assert ns_rule["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(ns_rule["values"])
+
+
+def test_cert_manager_overlay_reads_rayclusters_and_records_events_only() -> None:
     objs = rendered("cert-manager")
     assert rules_of(objs, "ClusterRole") == [
-        {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]}]
+        {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]
     assert rules_of(objs, "Role") == []
     cert = one(objs, "Certificate")
-    mwc = one(objs, "MutatingWebhookConfiguration")
-    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
-        f"{cert['metadata']['namespace']}/{cert['metadata']['name']}"
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        assert one(objs, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
+            f"{cert['metadata']['namespace']}/{cert['metadata']['name']}"
     deploy = one(objs, "Deployment")
     tls_volume = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
     assert tls_volume["secret"]["secretName"] == cert["spec"]["secretName"]
@@ -114,6 +126,8 @@ def test_self_managed_overlay_rbac_is_limited_to_its_own_objects() -> None:
     for rule in rules_of(objs, "Role") + rules_of(objs, "ClusterRole"):
         if rule["resources"] == ["rayclusters"]:
             assert rule["verbs"] == ["get", "list", "watch"]
+        elif rule["resources"] == ["events"]:
+            assert rule["verbs"] == ["create", "patch"]
         elif rule["verbs"] == ["create"]:
             assert rule["resources"] in (["secrets"], ["leases"])  # create cannot be limited by name
         else:

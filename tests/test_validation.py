@@ -190,31 +190,34 @@ def test_shared_storage_namespace_names_the_other_cluster(others: tuple[ClusterF
     if shared_with is None:
         assert warnings == ()
     else:
-        assert warnings == (f"storage namespace 'shared' in Redis 'redis:6379' is also used by RayCluster "
-                            f"{shared_with}: they overwrite each other's GCS state",)
+        assert warnings == (f"GCS state at risk: RayCluster {shared_with} shares storage namespace 'shared' in "
+                            "this Redis",)
 
 
 def test_pinned_to_another_clusters_uid_is_shared_too() -> None:
     mine = facts(annotations={**FT, **ADDRESS, **SECRET, "ray.io/external-storage-namespace": "uid-b"})
-    assert "also used by RayCluster default/b" in check(mine, others=(other("b", "uid-b", {**FT, **ADDRESS}),)
-                                                        ).warnings[0]
+    assert "RayCluster default/b shares" in check(mine, others=(other("b", "uid-b", {**FT, **ADDRESS}),)
+                                                     ).warnings[0]
 
 
 def test_shared_storage_namespace_denied_on_create_when_the_admin_says_so() -> None:
     settings = Settings(deny_shared_storage_namespace=True)
     others = (other("b", "uid-b", PINNED),)
-    assert check(facts(annotations=PINNED), others=others, settings=settings).denied is not None
+    assert check(facts(annotations=PINNED), others=others, settings=settings).denied == (
+        "RayCluster default/raycluster-external-redis: storage namespace 'shared' in Redis 'redis:6379' is also used "
+        "by RayCluster default/b: two clusters overwrite each other's GCS state")
     # An update that keeps the namespace it already had is not the one to refuse.
     kept = check(facts(annotations={**PINNED, "x": "y"}), old=facts(annotations=PINNED), others=others,
                  settings=settings)
-    assert kept.denied is None and "also used by" in kept.warnings[0]
+    assert kept.denied is None and "shares storage" in kept.warnings[0]
 
 
 @pytest.mark.parametrize("kind", ["RayService", "RayJob"])
 def test_a_creator_that_pins_the_storage_namespace_is_warned(kind: str) -> None:
     verdict = check(facts(annotations=PINNED, uid=""), kind=kind)
-    assert verdict.warnings == (f"{kind} pins storage namespace 'shared': in an upgrade the old RayCluster's "
-                                "Redis cleanup deletes the new one's GCS state",)
+    when = "on upgrade" if kind == "RayService" else "on retry"
+    assert verdict.warnings == (f"pinned storage namespace 'shared': {when} the old RayCluster's Redis cleanup "
+                                "wipes the new one's GCS state",)
 
 
 def test_update_that_changes_the_address_says_to_recreate_the_head() -> None:
@@ -303,7 +306,7 @@ def test_adapter_reads_a_rayservice_embedded_cluster_under_its_name() -> None:
 def test_adapter_reads_a_rayjob_embedded_cluster() -> None:
     job = service(PINNED, spec_field="rayClusterSpec")
     response, outcome = ask({**job, "kind": "RayJob"}, kind="RayJob")
-    assert outcome == "warned" and response["warnings"][0].startswith("RayJob pins storage namespace 'shared'")
+    assert outcome == "warned" and response["warnings"][0].startswith("pinned storage namespace 'shared': on retry")
 
 
 def test_adapter_ignores_a_rayjob_on_an_existing_cluster() -> None:
@@ -325,4 +328,17 @@ def test_adapter_update_compares_with_the_old_object() -> None:
 
 def test_adapter_checks_the_live_clusters() -> None:
     response, _ = ask(raycluster(annotations=PINNED), clusters=(other("b", "uid-b", PINNED),))
-    assert "also used by RayCluster default/b" in response["warnings"][0]
+    assert "RayCluster default/b shares" in response["warnings"][0]
+
+
+def test_every_warning_fits_on_a_kubectl_line_for_ordinary_names() -> None:
+    """Warnings are cut at 119 characters by the codec; the ones with names in them must fit for ordinary names."""
+    verdicts = [
+        check(facts(annotations=PINNED, name="x" * 30, namespace="team-" + "y" * 20),
+              others=(other("z" * 30, "uid-b", PINNED),)),
+        check(facts(annotations=PINNED, uid=""), kind="RayService"),
+        check(facts(annotations={**FT}, options={"redisAddress": "redis:6379"})),
+        check(facts(annotations={**FT, **ADDRESS}, worker_env=[{"name": TIMEOUT, "value": "60"}])),
+    ]
+    for verdict in verdicts:
+        assert verdict.warnings and all(len(w) <= review.MAX_WARNING_LENGTH for w in verdict.warnings), verdict

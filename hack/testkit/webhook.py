@@ -1,6 +1,6 @@
 """The webhook under test as a real process: certificates for it, `ray-ft-webhook serve` started on
-127.0.0.1 and a free port (ready once /readyz answers), stopped by PID, and its MutatingWebhookConfiguration
-from manifests/ pointed at it (url + caBundle)."""
+127.0.0.1 and a free port (ready once /readyz answers), stopped by PID, and its Mutating- and
+ValidatingWebhookConfiguration from manifests/ pointed at it (url + caBundle)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,23 @@ def webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
     for hook in mwc["webhooks"]:
         hook["clientConfig"] = {"url": url, "caBundle": certs.ca_bundle(ca_pem)}
     return mwc
+
+
+def validating_configuration(url: str, ca_pem: bytes, name: str | None = None,
+                             only_namespaces_labelled: str | None = None) -> dict[str, Any]:
+    """manifests/base's ValidatingWebhookConfiguration with clientConfig switched to url + caBundle; optionally
+    renamed and limited to namespaces carrying the label `only_namespaces_labelled` (so a tier can keep
+    `/validate` away from tests that create RayClusters it would deny)."""
+    (vwc,) = manifest("base/validatingwebhookconfiguration.yaml")
+    vwc = copy.deepcopy(vwc)
+    if name is not None:
+        vwc["metadata"]["name"] = name
+    for hook in vwc["webhooks"]:
+        hook["clientConfig"] = {"url": url, "caBundle": certs.ca_bundle(ca_pem)}
+        if only_namespaces_labelled is not None:
+            hook["namespaceSelector"]["matchExpressions"].append(
+                {"key": only_namespaces_labelled, "operator": "Exists"})
+    return vwc
 
 
 @dataclass
@@ -152,6 +169,10 @@ class Webhook:
     def configuration(self) -> dict[str, Any]:
         """manifests/base's MutatingWebhookConfiguration pointed at this process."""
         return webhook_configuration(f"https://127.0.0.1:{self.port}/mutate", self.ca_pem)
+
+    def validating_configuration(self, **kwargs: Any) -> dict[str, Any]:
+        """manifests/base's ValidatingWebhookConfiguration pointed at this process (see `validating_configuration`)."""
+        return validating_configuration(f"https://127.0.0.1:{self.port}/validate", self.ca_pem, **kwargs)
 
     def metric(self, name: str) -> float:
         """The sum of every sample of /metrics whose line starts with `name`."""

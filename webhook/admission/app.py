@@ -24,6 +24,7 @@ from webhook.admission.handler import Admission
 from webhook.admission.limits import MAX_BODY_BYTES, Limits
 from webhook.admission.lookup import RayClusterLookup
 from webhook.admission.metrics import CONTENT_TYPE, Metrics
+from webhook.admission.recorder import EventRecorder
 from webhook.admission.validate import Validation
 from webhook.core.outcome import Outcome
 from webhook.core.settings import Settings
@@ -195,10 +196,11 @@ class WebhookApp:
 
 
 def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
-               metrics: Metrics | None = None, limits: Limits | None = None) -> WebhookApp:
+               metrics: Metrics | None = None, limits: Limits | None = None,
+               recorder: EventRecorder | None = None) -> WebhookApp:
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
-    admission = Admission(lookup, settings, metrics)
+    admission = Admission(lookup, settings, metrics, recorder)
     validation = Validation(lookup.clusters, settings)
     app = FastAPI(title="ray-ft-webhook", openapi_url=None, docs_url=None, redoc_url=None)
 

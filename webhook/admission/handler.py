@@ -2,7 +2,8 @@
 
 Like controller-runtime's `Handler`: it never sees HTTP (that is `app`). It reads the pod, finds its
 RayCluster through the lookup (cache first, one bounded GET on a miss), runs the one mutation shared with
-`render`, and builds the answer with the codec's `allowed`/`patched`/`denied`.
+`render`, hands a head pod's Event to the recorder (queued, never awaited; none for a dry run), and builds the
+answer with the codec's `allowed`/`patched`/`denied`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from webhook.admission import review
 from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
+from webhook.admission.recorder import EventRecorder
 from webhook.core.mutation import mutate
 from webhook.core.outcome import Outcome
 from webhook.core.pod import InvalidPod, read_ray_pod
@@ -24,8 +26,9 @@ log = logging.getLogger(__name__)
 class Admission:
     """The `/mutate` handler's logic over a parsed request."""
 
-    def __init__(self, lookup: RayClusterLookup, settings: Settings, metrics: Metrics) -> None:
-        self.lookup, self.settings, self.metrics = lookup, settings, metrics
+    def __init__(self, lookup: RayClusterLookup, settings: Settings, metrics: Metrics,
+                 recorder: EventRecorder | None = None) -> None:
+        self.lookup, self.settings, self.metrics, self.recorder = lookup, settings, metrics, recorder
         # Both series exist from the start (a miss count of 0 is information), looked up once.
         self._hit, self._miss = metrics.cache.labels("hit"), metrics.cache.labels("miss")
 
@@ -54,6 +57,8 @@ class Admission:
                 return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
         result = mutate(cluster, pod, self.settings)
+        if result.event is not None and self.recorder is not None and not req.dry_run:
+            self.recorder.record(cluster, result.event)
         if result.denied is not None:
             return review.denied(req.uid, f"ray-ft-webhook: {result.denied}"), Outcome.DENIED
         return review.patched(req.uid, result.ops, result.warnings), result.outcome

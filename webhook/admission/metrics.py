@@ -48,6 +48,11 @@ class Metrics:
             "Connections or requests refused by a server limit, by reason (see the README's Limits).", ["reason"],
             registry=r,
         )
+        self.events = Counter(
+            "ray_ft_webhook_events",
+            "Events on RayClusters, by result (created, series: a repeat counted on an earlier one, dropped: the "
+            "queue was full, failed: the API call failed).", ["result"], registry=r,
+        )
         self.cert_expiry = Gauge(
             "ray_ft_webhook_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires.", registry=r,

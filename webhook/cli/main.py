@@ -58,6 +58,9 @@ def _render(args: argparse.Namespace) -> int:
         fail("render", str(exc))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if result.event is not None and result.denied is None:  # a denial's Event repeats the denial
+        print(f"event on the RayCluster: {result.event.type} {result.event.reason}: {result.event.note}",
+              file=sys.stderr)
     if result.denied is not None:
         print(f"denied: {result.denied}", file=sys.stderr)
         return 1

@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--reuse-port", "bind the port with SO_REUSEPORT, so a second `serve` can listen on the same "
          "address and connections are spread over both (rolling restarts without a closed port; one worker "
          "process only)", _bool, default=False, nargs="?", const=True, metavar="BOOL")
+    _add(serve, "--events", "record an Event on the RayCluster when its head pod is admitted (what was "
+         "injected, or why not); needs create/patch on events.k8s.io events", _bool, default=True, nargs="?",
+         const=True, metavar="BOOL")
     validation = serve.add_argument_group(
         "/validate (RayClusters, RayServices and RayJobs being applied; findings are warnings unless made denials)")
     _add(validation, "--deny-kuberay-conflicts", "deny a RayCluster that breaks KubeRay's FT validation rules "
@@ -306,6 +309,8 @@ class ServeOptions:
     workers: int = 1
     # Bind with SO_REUSEPORT (`--reuse-port`): processes of the same user share the address.
     reuse_port: bool = False
+    # Record Events on RayClusters when their head pods are admitted (with the Kubernetes API only).
+    events: bool = True
     limits: Limits = field(default_factory=Limits)
 
 
@@ -332,7 +337,7 @@ def serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> S
         kubeconfig=args.kubeconfig, rayclusters_from=args.rayclusters_from, namespaces=args.namespaces or (),
         lookup_timeout_s=args.lookup_timeout_s, log_level=args.log_level,
         cert_target=cert_target, cert_sync_interval_s=args.cert_sync_interval_s, workers=args.workers,
-        reuse_port=args.reuse_port,
+        reuse_port=args.reuse_port, events=args.events,
         limits=Limits(
             max_connections=args.max_connections, tls_handshake_timeout_s=args.tls_handshake_timeout_s,
             head_timeout_s=args.request_head_timeout_s, body_timeout_s=args.request_body_timeout_s,

@@ -9,6 +9,7 @@ from typing import Any
 import jsonpatch
 
 from webhook.common.errors import InputError
+from webhook.core.events import EventFacts
 from webhook.core.mutation import mutate
 from webhook.core.patches import Op
 from webhook.core.pod import InvalidPod, read_ray_pod
@@ -23,6 +24,8 @@ class Rendered:
     warnings: tuple[str, ...] = ()
     denied: str | None = None
     skipped: str | None = None
+    # The Event the server would record on the RayCluster (head pods).
+    event: EventFacts | None = None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -58,4 +61,5 @@ def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Sett
         warnings=result.warnings,
         denied=result.denied,
         skipped=result.skipped,
+        event=result.event,
     )

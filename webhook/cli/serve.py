@@ -26,6 +26,7 @@ from webhook.admission import guard
 from webhook.admission.app import Health, WebhookApp, create_app
 from webhook.admission.lookup import RayClusterLookup, StaticLookup
 from webhook.admission.metrics import Metrics
+from webhook.admission.recorder import EventRecorder
 from webhook.admission.watch import WatchCache
 from webhook.certs.sync import CertSync, CertTarget
 from webhook.certs.tls import ReloadingTLS
@@ -115,16 +116,22 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def serving_app(opts: ServeOptions, settings: Settings, metrics: Metrics,
-                api: Any) -> tuple[WebhookApp, RayClusterLookup]:
+                api: Any) -> tuple[WebhookApp, RayClusterLookup, EventRecorder | None]:
     """What one serving process needs, the same with or without `--workers`: its reloading TLS context (given to
-    the connection guard it installs), its RayCluster lookup and the app."""
+    the connection guard it installs), its RayCluster lookup, its Event recorder (with the Kubernetes API and
+    `--events`) and the app."""
     tls = ReloadingTLS(opts.tls_cert, opts.tls_key, check_interval_s=min(TLS_CHECK_S, opts.cert_sync_interval_s),
                        on_load=metrics.cert_expiry.set)
     guard.install(guard.Guard(opts.limits, tls.context, metrics))
     lookup = build_lookup(opts, metrics, api)
+    recorder = None
+    if opts.events and opts.rayclusters_from is None:
+        # The pod's hostname is its name: the Event's reportingInstance says which replica recorded it.
+        recorder = EventRecorder(api, metrics, socket.gethostname())
+        recorder.start()
     app = create_app(lookup, settings, Health(certificate_valid=tls.valid, cache_synced=lookup.ready), metrics,
-                     opts.limits)
-    return app, lookup
+                     opts.limits, recorder)
+    return app, lookup, recorder
 
 
 def run(opts: ServeOptions, settings: Settings) -> None:
@@ -135,7 +142,7 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     metrics = Metrics()
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None or opts.cert_target else None
     sync = start_cert_sync(opts, opts.cert_target, api) if opts.cert_target is not None else None
-    app, lookup = serving_app(opts, settings, metrics, api)
+    app, lookup, recorder = serving_app(opts, settings, metrics, api)
     config = uvicorn.Config(app, http=guard.GuardedProtocol, **_uvicorn_options(opts))
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; make that a clean exit (code 0).
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -149,6 +156,8 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     finally:
         if isinstance(lookup, WatchCache):
             lookup.stop()
+        if recorder is not None:
+            recorder.stop()
         if sync is not None:
             sync.stop()
 
@@ -182,7 +191,7 @@ def worker_app() -> Any:
     opts, settings = options_from_env()
     logs.configure(opts.log_level)
     api = kube.api_client(opts.kubeconfig) if opts.rayclusters_from is None else None
-    app, _lookup = serving_app(opts, settings, Metrics(), api)
+    app, _lookup, _recorder = serving_app(opts, settings, Metrics(), api)
     log.info("worker serving", extra={"pid": os.getpid()})
     _freeze_startup_heap()
     return app

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from webhook.core.events import EventFacts, denied_event, head_event
 from webhook.core.outcome import Outcome
 from webhook.core.patches import Op, build_ops
-from webhook.core.plan import Deny, decide
+from webhook.core.plan import Deny, decide, plan_cluster
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import Settings
@@ -20,6 +21,8 @@ class Mutation:
     warnings: tuple[str, ...] = ()
     denied: str | None = None
     skipped: str | None = None
+    # For a head pod: what the Event on its RayCluster says (None: no Event).
+    event: EventFacts | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -34,6 +37,9 @@ class Mutation:
 def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings) -> Mutation:
     """Decide for `pod` and build its patch."""
     decision = decide(cluster, pod, settings)
+    head = pod.role == "head"
     if isinstance(decision, Deny):
-        return Mutation(denied=decision.message)
-    return Mutation(ops=tuple(build_ops(pod, decision)), warnings=decision.warnings, skipped=decision.skipped)
+        return Mutation(denied=decision.message, event=denied_event(decision.message) if head else None)
+    event = head_event(decision, plan_cluster(cluster, settings, pod.owner.uid).values) if head else None
+    return Mutation(ops=tuple(build_ops(pod, decision)), warnings=decision.warnings, skipped=decision.skipped,
+                    event=event)

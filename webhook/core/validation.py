@@ -134,17 +134,18 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
 
     key = storage_key(cp)
     if key is not None and kind != "RayCluster" and _pins_storage_namespace(new):
-        warnings.append(f"{kind} pins storage namespace {quote(key[1], 24)}: in an upgrade the old RayCluster's "
-                        "Redis cleanup deletes the new one's GCS state")
+        when = "on upgrade" if kind == "RayService" else "on retry"
+        warnings.append(f"pinned storage namespace {quote(key[1], 16)}: {when} the old RayCluster's Redis cleanup "
+                        "wipes the new one's GCS state")
     elif key is not None and kind == "RayCluster":
-        sharing = _sharing(new, key, others, s)
+        sharing = ", ".join(_sharing(new, key, others, s))
         if sharing:
-            message = (f"storage namespace {quote(key[1], 24)} in Redis {quote(key[0], 24)} is also used by "
-                       f"RayCluster {', '.join(sharing)}: they overwrite each other's GCS state")
             moved = old is None or storage_key(plan_cluster(old, s)) != key
             if s.deny_shared_storage_namespace and moved and not new.deleting:
-                return Verdict(denied=f"{where}: {message}")
-            warnings.append(message)
+                return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(key[0])} is also "
+                                      f"used by RayCluster {sharing}: two clusters overwrite each other's GCS state")
+            warnings.append(f"GCS state at risk: RayCluster {sharing} shares storage namespace "
+                            f"{quote(key[1], 24)} in this Redis")
 
     if old is not None and kind == "RayCluster":
         warnings += _changes(plan_cluster(old, s), cp)
