@@ -11,10 +11,11 @@ ECDSA P-256 certificate) with keep-alive, sending the AdmissionReviews of bench/
 Per server: open loop at --rate req/s and closed loop at the maximum with --conns connections; server CPU
 time per request (utime+stime of its process tree from /proc) and RSS. Then the extra sections: (a) cold
 path against the local kube-apiserver, (b) pod size, (c) RayClusters cached, (d) API calls per admission
-from /metrics, (e) --workers 1 vs 2. Every load loop is bounded in count and time.
+from /metrics, (e) --workers 1 vs 2, (f) Events on vs off (head pods against the local kube-apiserver). Every load
+loop is bounded in count and time.
 
     .venv/bin/python bench/run.py                 # everything (about 8 minutes)
-    .venv/bin/python bench/run.py --only main     # sections: main,sizes,clusters,cold,workers,profile
+    .venv/bin/python bench/run.py --only main     # sections: main,sizes,clusters,cold,events,workers,profile
     .venv/bin/python bench/run.py --quick         # short runs, to check the harness
 
 The report (markdown) goes to stdout and to build/bench/report.md, the raw numbers to build/bench/results.json.
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack"), str(REPO / "bench")]
 
 import base64  # noqa: E402
+import copy  # noqa: E402
 
 import httpx  # noqa: E402
 import jsonpatch  # noqa: E402
@@ -53,7 +55,7 @@ from testkit.webhook import free_port, make_certs  # noqa: E402
 PY = sys.executable
 SERVER_CPU, CLIENT_CPU = "0", "1"
 OUT = REPO / "build" / "bench"
-SECTIONS = ("main", "sizes", "clusters", "cold", "workers", "profile")
+SECTIONS = ("main", "sizes", "clusters", "cold", "events", "workers", "profile")
 SIZES = {"1 KB": 1024, "10 KB": 10 * 1024, "100 KB": 100 * 1024, "1 MB": 1024 * 1024}
 CLUSTER_COUNTS = (10, 100, 1_000, 10_000)
 ADMIN_FLAGS = ["--default-redis-address", workload.DEFAULT_REDIS_ADDRESS,
@@ -380,6 +382,46 @@ def cold_section(bench: Bench, kubeconfig: Path, api: Any, samples: int) -> None
     log(f"cold path: median {sorted(cold)[len(cold) // 2]:.2f} ms vs warm {sorted(warm)[len(warm) // 2]:.2f} ms")
 
 
+def events_section(bench: Bench, kubeconfig: Path, api: Any) -> None:
+    """`/mutate` with Events on and off, against the local kube-apiserver: every request is a head pod of an FT
+    RayCluster (each one an Event: the worst case), RayClusters from the watch cache. Open loop at the rate,
+    then closed loop at the maximum; Events created, counted in a series, dropped and failed from /metrics."""
+    from kubernetes import client
+
+    custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    custom[0].create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=workload.NAMESPACE)))
+    reviews = []
+    for rc in workload.clusters()[:3]:  # the FT ones
+        rc = copy.deepcopy(rc)
+        del rc["metadata"]["uid"]
+        stored = custom[1].create_namespaced_custom_object("ray.io", "v1", workload.NAMESPACE, "rayclusters", rc)
+        rc["metadata"]["uid"] = stored["metadata"]["uid"]
+        reviews.append(workload.review(workload.apiserver_view(workload.pod(rc, "head", managed_fields=True)),
+                                       f"events-{rc['metadata']['name']}"))
+    bodies = workload.write_jsonl(bench.work / "heads.jsonl", reviews)
+    rows = []
+    for events in ("false", "true"):
+        port = free_port()
+        server = Server(f"ours --events {events}", [
+            PY, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port), "--events", events,
+            "--tls-cert", str(bench.ca.parent / "tls.crt"), "--tls-key", str(bench.ca.parent / "tls.key"),
+            "--kubeconfig", str(kubeconfig), "--namespaces", workload.NAMESPACE, *ADMIN_FLAGS],
+            port, bench.work / f"ours-events-{events}.log")
+        with running(server, bench.ca) as up:
+            processes.wait_until("the cache to hold the RayClusters",
+                                 lambda up=up: scrape_metrics(up, bench.ca).get("ray_ft_webhook_rayclusters_cached",
+                                                                                0) >= len(reviews), 30)
+            for mode in ("rate", "max"):
+                result = bench.load(server, bodies, mode)
+                log(f"{server.name} {mode}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                    f"p99 {result['p99_ms']:.2f} ms, {result['cpu_us_per_req']:.0f} µs CPU/req")
+                rows.append(result)
+            metrics = scrape_metrics(server, bench.ca)
+            rows[-1]["events"] = {k.split('"')[1]: v for k, v in metrics.items()
+                                  if k.startswith("ray_ft_webhook_events_total")}
+    bench.results["events"] = rows
+
+
 # -- control plane --------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -466,6 +508,15 @@ def report(results: dict[str, Any]) -> str:
                   f"cold median {_ms(cold[len(cold) // 2])} ms, max {_ms(cold[-1])} ms; warm (the same pod "
                   f"again) median {_ms(warm[len(warm) // 2])} ms, max {_ms(warm[-1])} ms. Fallback GETs: "
                   + ", ".join(f"{k.split('{')[1].rstrip('}')} {v:.0f}" for k, v in c["fallback_gets"].items()) + "."]
+    if results.get("events"):
+        lines += ["", "### (f) Events on and off (head pods only, each one an Event; local kube-apiserver)", "",
+                  "| server | mode | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | Events |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in results["events"]:
+            mode = f"open loop {r['rate']:.0f}/s" if r["mode"] == "rate" else f"max, {r['conns']} conns"
+            events = ", ".join(f"{k} {v:,.0f}" for k, v in r.get("events", {}).items() if v)
+            lines.append(f"| {r['server']} | {mode} | {r['rps']:,.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} "
+                         f"| {_ms(r['p999_ms'])} | {r['cpu_us_per_req']:.0f} | {events} |")
     if results.get("workers"):
         lines += ["", "### (e) --workers (server and load generator share both cores)", "",
                   "| workers | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB per process |",
@@ -540,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                  for label, n in SIZES.items()} if "sizes" in only else {}
         bench.results["bodies"] = {label: len(orjson.dumps(r)) for label, r in reviews}
         chosen = args.servers.split(",")
-        need_api = "cold" in only or ("main" in only and "kopf" in chosen)
+        need_api = "cold" in only or "events" in only or ("main" in only and "kopf" in chosen)
         with control_plane(work) if need_api else contextlib.nullcontext((None, None)) as (kubeconfig, api):
             if args.baseline:
                 chosen.append("baseline")
@@ -551,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                              reviews)
             if "cold" in only:
                 cold_section(bench, kubeconfig, api, 5 if args.quick else args.cold_samples)
+            if "events" in only:
+                events_section(bench, kubeconfig, api)
         if "clusters" in only:
             clusters_section(bench, bodies)
         if "workers" in only:

@@ -184,7 +184,7 @@ class EventsAPI:
 
 
 def recorder(api: EventsAPI, metrics: Metrics, queue_size: int = 8) -> EventRecorder:
-    r = EventRecorder(None, metrics, "webhook-0", queue_size=queue_size)
+    r = EventRecorder(None, metrics, "webhook-0", queue_size=queue_size, flush_s=0.1)
     r._api = api  # type: ignore[assignment]
     return r
 
@@ -197,9 +197,14 @@ CLUSTER = parse_raycluster(raycluster())
 EVENT = EventFacts(CONFIGURED, "Normal", "injected X")
 
 
-def test_repeats_in_one_batch_become_one_create_and_one_series_patch() -> None:
+def test_repeats_become_one_create_and_one_series_patch_per_flush() -> None:
     api, metrics = EventsAPI(), Metrics()
-    recorder(api, metrics).send([(CLUSTER, EVENT)] * 3)
+    r = recorder(api, metrics)
+    r.send([(CLUSTER, EVENT)] * 2)
+    r.send([(CLUSTER, EVENT)])
+    assert [kind for kind, _ in api.calls] == ["create"]
+    r.flush()
+    r.flush()  # nothing new: no second write
     assert [kind for kind, _ in api.calls] == ["create", "patch"]
     created = api.calls[0][1]
     assert created["regarding"] == {"apiVersion": "ray.io/v1", "kind": "RayCluster", "namespace": "default",
@@ -214,8 +219,11 @@ def test_a_later_repeat_patches_the_series_and_another_note_is_a_new_event() -> 
     api, metrics = EventsAPI(), Metrics()
     r = recorder(api, metrics)
     r.send([(CLUSTER, EVENT)])
+    r.flush()
     r.send([(CLUSTER, EVENT)])
+    r.flush()
     r.send([(CLUSTER, EventFacts(CONFIGURED, "Normal", "injected Y"))])
+    r.flush()
     assert [kind for kind, _ in api.calls] == ["create", "patch", "create"]
     assert api.calls[1][1][1]["series"]["count"] == 2
 
@@ -237,8 +245,10 @@ def test_the_sender_thread_drains_the_queue_in_order() -> None:
         r.record(CLUSTER, EVENT)
         r.record(CLUSTER, EventFacts(CONFIGURED, "Normal", "injected Y"))
         r.record(CLUSTER, EventFacts(DENIED, "Warning", "last"))
-        wait_until("the sender to write three Events", lambda: len(api.calls) == 3, 10)
-        assert [body["note"] for _, body in api.calls] == ["injected X", "injected Y", "last"]
+        r.record(CLUSTER, EVENT)
+        wait_until("the sender to write three Events and a series", lambda: len(api.calls) == 4, 10)
+        assert [body["note"] for _, body in api.calls[:3]] == ["injected X", "injected Y", "last"]
+        assert api.calls[3][1][1]["series"]["count"] == 2
     finally:
         r.stop()
 
