@@ -34,3 +34,20 @@ def own_namespace() -> str | None:
         return IN_CLUSTER_NAMESPACE.read_text().strip() or None
     except OSError:
         return None
+
+
+def current_namespace(kubeconfig: Path | None) -> str | None:
+    """The namespace kubectl would use, following `api_client`'s order: the current context's of `kubeconfig`,
+    else (in a cluster) this pod's, else the current context's of $KUBECONFIG or ~/.kube/config; None when
+    none names one."""
+    from kubernetes import config
+
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return own_namespace()
+    try:
+        _, active = config.list_kube_config_contexts(config_file=str(kubeconfig) if kubeconfig else None)
+    except (config.ConfigException, OSError):
+        return None
+    context = (active or {}).get("context") or {}
+    namespace = context.get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else None

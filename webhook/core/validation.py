@@ -91,6 +91,17 @@ def _sharing(c: ClusterFacts, key: tuple[str, str], others: Iterable[ClusterFact
     return sorted(names)
 
 
+def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFacts], s: Settings) -> str | None:
+    """The finding when another live RayCluster of `others` keeps its GCS state where `c` (planned as `cp`)
+    does, or None: both overwrite each other's state, so neither survives a head restart as meant."""
+    key = storage_key(cp)
+    sharing = _sharing(c, key, others, s) if key is not None else []
+    if key is None or not sharing:
+        return None
+    return (f"storage namespace {quote(key[1], 24)} in Redis {quote(key[0], 24)} is also used by "
+            f"RayCluster {', '.join(sharing)}: they overwrite each other's GCS state")
+
+
 # What a change of the cluster-level plan means for running pods, by the field that changed.
 _HEAD_FIELDS = (("skipped", "injection on/off"), ("storage_namespace", ENV_STORAGE_NAMESPACE),
                 ("redis_address", ENV_REDIS_ADDRESS), ("redis_username", ENV_REDIS_USERNAME),
@@ -137,10 +148,8 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
         warnings.append(f"{kind} pins storage namespace {quote(key[1], 24)}: in an upgrade the old RayCluster's "
                         "Redis cleanup deletes the new one's GCS state")
     elif key is not None and kind == "RayCluster":
-        sharing = _sharing(new, key, others, s)
-        if sharing:
-            message = (f"storage namespace {quote(key[1], 24)} in Redis {quote(key[0], 24)} is also used by "
-                       f"RayCluster {', '.join(sharing)}: they overwrite each other's GCS state")
+        message = shared_storage(new, cp, others, s)
+        if message is not None:
             moved = old is None or storage_key(plan_cluster(old, s)) != key
             if s.deny_shared_storage_namespace and moved and not new.deleting:
                 return Verdict(denied=f"{where}: {message}")
