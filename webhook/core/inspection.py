@@ -107,7 +107,7 @@ class ClusterReport:
     @property
     def status(self) -> Status:
         """COMPLETE when FT is on, no finding leaves FT not working (`gaps`: no Redis address, a username
-        without a password, a storage namespace another cluster uses too, the head pod's own gaps) and the
+        without a password, a storage namespace another cluster uses too) and the
         head pod carries the configuration. A cluster the webhook denies cannot start at all: INCOMPLETE,
         whether FT is on or not. FT off or skipped, or being deleted: not counted."""
         if self.deleting or self.ft in (FT.OFF, FT.SKIPPED):
@@ -264,34 +264,34 @@ def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings
     return tuple(out)
 
 
-def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings,
-          ft_on: bool) -> tuple[HeadReport, tuple[str, ...]]:
-    """The head pod's report and its own gaps (those of the plan for it, `Plan.gaps`)."""
+def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings, ft_on: bool) -> HeadReport:
+    """The head pod's report. The plan's gaps for the pod (`Plan.gaps`) are not reported again: they are the
+    cluster's (`plan.cluster_gaps`) as far as the pod carries the configuration."""
     if pod is None:
-        return HeadReport(Head.NONE), ()
+        return HeadReport(Head.NONE)
     name = _pod_name(pod)
     try:
         facts = read_ray_pod(pod, c.namespace)
     except InvalidPod as exc:
-        return HeadReport(Head.UNREADABLE, name, detail=str(exc)), ()
+        return HeadReport(Head.UNREADABLE, name, detail=str(exc))
     if facts is None or facts.role != "head":
-        return HeadReport(Head.UNREADABLE, name, detail="not a head pod of a RayCluster"), ()
+        return HeadReport(Head.UNREADABLE, name, detail="not a head pod of a RayCluster")
     if not ft_on:
         # The webhook gives it nothing now; anything it injected earlier is left from when FT was on.
         injected = _injected(facts)
         if injected:
             stale = tuple(f"{n}: injected earlier, not now" for n in injected)
-            return HeadReport(Head.STALE, name, stale=stale), ()
-        return HeadReport(Head.NOT_APPLICABLE, name), ()
+            return HeadReport(Head.STALE, name, stale=stale)
+        return HeadReport(Head.NOT_APPLICABLE, name)
     decision = decide(c, facts, s)
     if isinstance(decision, Deny):  # not reached: a denied cluster is not FT on
-        return HeadReport(Head.UNREADABLE, name, detail=decision.message), ()
+        return HeadReport(Head.UNREADABLE, name, detail=decision.message)
     if not decision.is_empty:
-        return HeadReport(Head.MISSING, name, missing=decision.injected_names), decision.gaps
+        return HeadReport(Head.MISSING, name, missing=decision.injected_names)
     stale = _stale(c, pod, facts, s)
     if stale:
-        return HeadReport(Head.STALE, name, stale=stale), decision.gaps
-    return HeadReport(Head.CARRIES, name), decision.gaps
+        return HeadReport(Head.STALE, name, stale=stale)
+    return HeadReport(Head.CARRIES, name)
 
 
 def inspect_cluster(c: ClusterFacts, head_pods: Sequence[Mapping[str, Any]], s: Settings,
@@ -301,7 +301,7 @@ def inspect_cluster(c: ClusterFacts, head_pods: Sequence[Mapping[str, Any]], s: 
     cp = plan_cluster(c, s)
     pod = pick_head(c, head_pods)
     if cp.denied is not None:
-        report, _ = _head(c, pod, s, ft_on=False)
+        report = _head(c, pod, s, ft_on=False)
         return ClusterReport(c.namespace, c.name, FT.DENIED, "the webhook denies its pods", (),
                              (cp.denied,), (cp.denied,), report, c.deleting)
     findings = list(cluster_findings(c, cp))
@@ -312,15 +312,13 @@ def inspect_cluster(c: ClusterFacts, head_pods: Sequence[Mapping[str, Any]], s: 
         why = cp.skipped or ""
         if ft == FT.OFF:
             why = f"no {ann.RAY_FT_ENABLED}=true annotation and no spec.gcsFaultToleranceOptions"
-        report, _ = _head(c, pod, s, ft_on=False)
+        report = _head(c, pod, s, ft_on=False)
         return ClusterReport(c.namespace, c.name, ft, why, (), tuple(findings), (), report, c.deleting)
     gaps = list(cluster_gaps(c, cp))
     shared = shared_storage(c, cp, others, s)
     if shared is not None:
         findings.append(shared)
         gaps.append(shared)
-    report, head_gaps = _head(c, pod, s, ft_on=True)
-    findings += head_gaps
-    gaps += head_gaps
+    report = _head(c, pod, s, ft_on=True)
     return ClusterReport(c.namespace, c.name, FT.ON, _why_on(c), _values(c, cp.values),
                          tuple(dict.fromkeys(findings)), tuple(dict.fromkeys(gaps)), report, c.deleting)
