@@ -14,12 +14,12 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from webhook.cli.options import fail, resolve_env, settings_from
-from webhook.core.inspection import ClusterReport, Status, inspect_cluster
+from webhook.core.inspection import ClusterReport, Head, Status, inspect_cluster
 from webhook.core.pod import CLUSTER_LABEL, NODE_TYPE_LABEL
 from webhook.core.raycluster import parse_raycluster
 
@@ -106,9 +106,9 @@ def _head_pods(api: Any, namespace: str | None, chunk_size: int,
     return out
 
 
-def _config_map(api: Any, namespace: str, name: str) -> dict[str, str]:
-    """The data of ConfigMap `name`, or of the one kustomize generated from it (`name-<hash>`) when that is the
-    only one; exit 2 when there is none, or several to choose from."""
+def _config_map(api: Any, namespace: str, name: str) -> tuple[str, dict[str, str]]:
+    """The name and data of ConfigMap `name`, or of the one kustomize generated from it (`name-<hash>`) when
+    that is the only one; exit 2 when there is none, or several to choose from."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -127,13 +127,21 @@ def _config_map(api: Any, namespace: str, name: str) -> dict[str, str]:
         if len(names) != 1:
             found = f"; generated ones: {', '.join(names)} (give the one the webhook uses)" if names else ""
             fail(COMMAND, f"ConfigMap {namespace}/{name} not found{found}")
-        response = core.read_namespaced_config_map(names[0], namespace, _preload_content=False,
+        name = names[0]
+        response = core.read_namespaced_config_map(name, namespace, _preload_content=False,
                                                    _request_timeout=REQUEST_TIMEOUT)
     data = orjson.loads(response.data).get("data") or {}
-    return {k: v for k, v in data.items() if isinstance(v, str)}
+    return name, {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+class _Errors(argparse.ArgumentParser):
+    """For `resolve_env`: a bad RAY_FT_WEBHOOK_* value (environment or ConfigMap) is this command's error."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(COMMAND, message)
+
+
+def run(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -145,9 +153,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         api = kube.api_client(args.kubeconfig)
         if args.config_from is not None:
             namespace, name = args.config_from
-            resolve_env(parser, args, _config_map(api, namespace, name), where=f"ConfigMap {namespace}/{name}: ")
+            name, data = _config_map(api, namespace, name)
+            resolve_env(_Errors(), args, data, where=f"ConfigMap {namespace}/{name}: ")
         else:
-            resolve_env(parser, args)
+            resolve_env(_Errors(), args)
         settings = settings_from(args)
         scope = None if args.all_namespaces else (
             args.namespace or kube.current_namespace(args.kubeconfig) or "default")
@@ -213,7 +222,8 @@ def table(reports: Sequence[ClusterReport], scope: str) -> str:
     lines = _columns(rows)
     for r in reports:
         lines += ["", f"{r.namespace}/{r.name}: FT {r.ft} ({r.why})" + (" - being deleted" if r.deleting else "")]
-        head = f"  head pod {r.head.pod}: {r.head.status}" if r.head.pod else f"  {r.head.status}"
+        status = "not checked (the webhook gives it nothing)" if r.head.status == Head.NOT_APPLICABLE else r.head.status
+        head = f"  head pod {r.head.pod}: {status}" if r.head.pod else f"  {status}"
         lines.append(head + (f" ({r.head.detail})" if r.head.detail else ""))
         if r.head.missing:
             lines.append(f"    missing on the head: {', '.join(r.head.missing)}")

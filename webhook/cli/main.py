@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from webhook.cli import check
 
-        return check.run(parser, args)
+        return check.run(args)
     handlers = {"serve": _serve, "render": _render, "certs": certs.run}
     return handlers[args.command](args)
 
