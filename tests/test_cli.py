@@ -313,3 +313,15 @@ def test_check_help_documents_its_flags() -> None:
                  "--head-reconnect-timeout-s"):
         assert "RAY_FT_WEBHOOK_" + flag[2:].upper().replace("-", "_") in text
     assert "Exit0wheneveryFTclusteriscomplete,1otherwise,2onunusableinput" in text
+
+
+def test_check_progress_goes_to_stderr_only_after_a_moment(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from webhook.cli import check
+
+    monkeypatch.setattr(check, "QUIET_FOR_S", 1e9)
+    check._Progress().note("listed 500 RayClusters")
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(check, "QUIET_FOR_S", -1.0)  # as if the run had taken longer than the quiet time
+    check._Progress().note("listed 500 RayClusters")
+    assert capsys.readouterr() == ("", "ray-ft-webhook check: listed 500 RayClusters\n")
