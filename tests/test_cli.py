@@ -325,3 +325,17 @@ def test_check_progress_goes_to_stderr_only_after_a_moment(monkeypatch: pytest.M
     monkeypatch.setattr(check, "QUIET_FOR_S", -1.0)  # as if the run had taken longer than the quiet time
     check._Progress().note("listed 500 RayClusters")
     assert capsys.readouterr() == ("", "ray-ft-webhook check: listed 500 RayClusters\n")
+
+
+def test_check_defaults_flag_over_configmap_over_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check --config-from`: a flag given wins over the ConfigMap (whose bad value is then never read); the
+    ConfigMap's empty value means unset; the process environment is not read."""
+    from webhook.cli.options import build_parser, resolve_env, settings_from
+
+    parser = build_parser()
+    args = parser.parse_args(["check", "--worker-reconnect-timeout-s", "900"])
+    monkeypatch.setenv("RAY_FT_WEBHOOK_HEAD_RECONNECT_TIMEOUT_S", "45")
+    resolve_env(parser, args, {"RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S": "soon",
+                               "RAY_FT_WEBHOOK_DEFAULT_REDIS_ADDRESS": "redis.cm:6379",
+                               "RAY_FT_WEBHOOK_DEFAULT_REDIS_PASSWORD_SECRET": ""}, where="ConfigMap a/b: ")
+    assert settings_from(args) == Settings(default_redis_address="redis.cm:6379", worker_reconnect_timeout_s=900)
