@@ -156,9 +156,9 @@ def _values(c: ClusterFacts, v: Values) -> tuple[tuple[str, str, str], ...]:
 
 
 def pick_head(c: ClusterFacts, pods: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The head pod of `c` among `pods` (labelled as its head): one whose RayCluster ownerReference, when it has
-    one, names `c`'s uid (not a previous RayCluster of the same name); not being deleted before being deleted;
-    then the newest. None when there is none."""
+    """The head pod of `c` among `pods` (labelled as its head), or None: only pods whose RayCluster
+    ownerReference, when they have one, names `c`'s uid (not a previous RayCluster of the same name); one not
+    being deleted before one that is; then the newest."""
     candidates = []
     for pod in pods:
         metadata = pod.get("metadata")
