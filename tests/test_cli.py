@@ -255,3 +255,89 @@ def test_serve_refuses_a_bad_manifest_folder(tmp_path: Path) -> None:
     out = cli("serve", "--rayclusters-from", str(folder), "--tls-cert", str(tls / "tls.crt"),
               "--tls-key", str(tls / "tls.key"), "--port", str(free_port()))
     assert out.returncode == 2 and "YAML aliases (*l0) are not accepted" in out.stderr and "Traceback" not in out.stderr
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": "ns"}}],
+    }))
+    return path
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["-n", "a", "-A"], {}, "argument -A/--all-namespaces: not allowed with argument -n/--namespace"),
+    (["-o", "yaml"], {}, "argument -o/--output: invalid choice: 'yaml'"),
+    (["--config-from", "just-a-name"], {}, "argument --config-from: 'just-a-name' is not NAMESPACE/NAME"),
+    (["--chunk-size", "0"], {}, "argument --chunk-size: '0' is not a positive integer"),
+    (["--default-redis-address", "http://r:1"], {}, "argument --default-redis-address: 'http://r:1'"),
+    ([], {"RAY_FT_WEBHOOK_DEFAULT_REDIS_PASSWORD_SECRET": "a/b/c"}, "RAY_FT_WEBHOOK_DEFAULT_REDIS_PASSWORD_SECRET:"),
+], ids=["namespace-and-all", "output", "config-from", "chunk-size", "address-flag", "secret-env"])
+def test_check_bad_flags_exit_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str],
+                                              message: str) -> None:
+    # A kubeconfig nobody listens at: usage errors must come first, before any connection.
+    config = _kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{free_port()}")
+    out = cli("check", "--kubeconfig", str(config), *args, env=env)
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert out.stdout == ""
+
+
+def test_check_without_a_usable_kubeconfig_exits_2(tmp_path: Path) -> None:
+    missing = cli("check", "--kubeconfig", str(tmp_path / "nope"))
+    garbage = tmp_path / "garbage"
+    garbage.write_text("{not: [yaml")
+    for out in (missing, cli("check", "--kubeconfig", str(garbage)),
+                cli("check", env={"KUBECONFIG": str(tmp_path / "nope"), "HOME": str(tmp_path)})):
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("ray-ft-webhook check: error: ") and out.stderr.count("\n") == 1, out.stderr
+        assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_check_against_an_unreachable_apiserver_exits_2(tmp_path: Path) -> None:
+    config = _kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{free_port()}")
+    for extra in ([], ["--config-from", "ray-ft-webhook/ray-ft-webhook-config"], ["-A"]):
+        out = cli("check", "--kubeconfig", str(config), *extra)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("ray-ft-webhook check: error: cannot reach the Kubernetes API: ")
+        assert out.stderr.count("\n") == 1 and out.stdout == ""
+
+
+def test_check_help_documents_its_flags() -> None:
+    out = cli("check", "--help")
+    text = out.stdout.replace("\n", "").replace(" ", "")
+    for flag in ("--namespace", "--all-namespaces", "--output", "--kubeconfig", "--config-from", "--chunk-size",
+                 "--default-redis-address", "--default-redis-password-secret", "--worker-reconnect-timeout-s",
+                 "--head-reconnect-timeout-s"):
+        assert flag in out.stdout
+    for flag in ("--default-redis-address", "--default-redis-password-secret", "--worker-reconnect-timeout-s",
+                 "--head-reconnect-timeout-s"):
+        assert "RAY_FT_WEBHOOK_" + flag[2:].upper().replace("-", "_") in text
+    assert "Exit0wheneveryFTclusteriscomplete,1otherwise,2onunusableinput" in text
+
+
+def test_check_progress_goes_to_stderr_only_after_a_moment(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from webhook.cli import check
+
+    monkeypatch.setattr(check, "QUIET_FOR_S", 1e9)
+    check._Progress().note("listed 500 RayClusters")
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(check, "QUIET_FOR_S", -1.0)  # as if the run had taken longer than the quiet time
+    check._Progress().note("listed 500 RayClusters")
+    assert capsys.readouterr() == ("", "ray-ft-webhook check: listed 500 RayClusters\n")
+
+
+def test_check_defaults_flag_over_configmap_over_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check --config-from`: a flag given wins over the ConfigMap (whose bad value is then never read); the
+    ConfigMap's empty value means unset; the process environment is not read."""
+    from webhook.cli.options import build_parser, resolve_env, settings_from
+
+    parser = build_parser()
+    args = parser.parse_args(["check", "--worker-reconnect-timeout-s", "900"])
+    monkeypatch.setenv("RAY_FT_WEBHOOK_HEAD_RECONNECT_TIMEOUT_S", "45")
+    resolve_env(parser, args, {"RAY_FT_WEBHOOK_WORKER_RECONNECT_TIMEOUT_S": "soon",
+                               "RAY_FT_WEBHOOK_DEFAULT_REDIS_ADDRESS": "redis.cm:6379",
+                               "RAY_FT_WEBHOOK_DEFAULT_REDIS_PASSWORD_SECRET": ""}, where="ConfigMap a/b: ")
+    assert settings_from(args) == Settings(default_redis_address="redis.cm:6379", worker_reconnect_timeout_s=900)

@@ -1,8 +1,9 @@
 """The `ray-ft-webhook` command line: parse the options, run one command, turn its errors into exit codes.
 
-Commands: `serve` (cli.serve), `render` (cli.render), `certs ...` (cli.certs). The flags and their
-RAY_FT_WEBHOOK_* variables are declared in cli.options. Exit codes: 0 success, 1 the pod is denied
-(render), 2 unusable input or configuration (one line on stderr, never a traceback).
+Commands: `serve` (cli.serve), `render` (cli.render), `check` (cli.check), `certs ...` (cli.certs). The flags
+and their RAY_FT_WEBHOOK_* variables are declared in cli.options. Exit codes: 0 success, 1 the pod is denied
+(render) or a FT RayCluster is incomplete (check), 2 unusable input or configuration (one line on stderr,
+never a traceback).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("serve", "render"):
         resolve_env(parser, args)
+    if args.command == "check":
+        from webhook.cli import check
+
+        return check.run(args)
     handlers = {"serve": _serve, "render": _render, "certs": certs.run}
     return handlers[args.command](args)
 

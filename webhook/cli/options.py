@@ -12,7 +12,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -60,22 +60,26 @@ def _add(parser: Any, flag: str, help: str, convert: Callable[[str], Any] = str,
     parser.set_defaults(**{"_env_" + flag.lstrip("-").replace("-", "_"): (env, convert, default)})
 
 
-def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill flags not given on the command line from RAY_FT_WEBHOOK_*, then from their defaults."""
+def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                environ: Mapping[str, str] | None = None, where: str = "") -> None:
+    """Fill flags not given on the command line from RAY_FT_WEBHOOK_* in `environ` (default: the process's
+    environment; `check --config-from`: the webhook's ConfigMap, named by `where` in errors), then from their
+    defaults. An empty value means unset, as in the installed ConfigMap."""
+    environ = os.environ if environ is None else environ
     for key in [k for k in vars(args) if k.startswith("_env_")]:
         env, convert, default = getattr(args, key)
         dest = key.removeprefix("_env_")
         delattr(args, key)
         if getattr(args, dest) is not None:
             continue
-        raw = os.environ.get(env)
+        raw = environ.get(env)
         if raw is None or raw == "":
             setattr(args, dest, default)
             continue
         try:
             setattr(args, dest, convert(raw))
         except ValueError as exc:
-            parser.error(f"{env}: {exc}")
+            parser.error(f"{where}{env}: {exc}")
 
 
 def _add_defaults(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +162,13 @@ def _bool(text: str) -> bool:
     if text.lower() in ("false", "0", "no"):
         return False
     raise ValueError(f"{text!r} is not true or false")
+
+
+def _object_ref(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.strip().partition("/")
+    if not namespace or not sep or not name or "/" in name:
+        raise ValueError(f"{text!r} is not NAMESPACE/NAME")
+    return namespace, name
 
 
 def _namespaces(text: str) -> tuple[str, ...]:
@@ -250,6 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--pod", type=Path, required=True, help="Pod manifest (YAML or JSON)")
     render.add_argument("--output", choices=["patch", "pod"], default="patch", help="what to print (default: patch)")
     _add_defaults(render)
+
+    check = sub.add_parser(
+        "check", help="show, per live RayCluster, its GCS FT values and whether its head pod carries them",
+        description="Read the RayClusters (and their head pods) of a namespace and print, per cluster: FT on or "
+        "off and why, each value and its source, the findings, and whether the running head pod carries the "
+        "configuration. The admin's defaults come from the flags below and RAY_FT_WEBHOOK_* (as for `serve`), "
+        "or from the webhook's ConfigMap (--config-from; flags given still win). Exit 0 when every FT cluster "
+        "is complete, 1 otherwise, 2 on unusable input.",
+    )
+    scope = check.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="the namespace to check (default: the kubeconfig's current "
+                       "namespace, else default)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="check every namespace")
+    check.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                       help="table (a summary, then a block per cluster) or json (default: table)")
+    check.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    check.add_argument("--config-from", metavar="NAMESPACE/NAME", type=_typed(_object_ref),
+                       help="take the admin's defaults from the webhook's ConfigMap, e.g. "
+                       "ray-ft-webhook/ray-ft-webhook-config (kustomize's NAME-<hash> is found too)")
+    check.add_argument("--chunk-size", type=_typed(parse_positive_int), default=500,
+                       help="objects per list request (default: 500)")
+    _add_defaults(check)
 
     certs = sub.add_parser("certs", help="manage the webhook's TLS certificates")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")

@@ -448,12 +448,22 @@ def cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> tuple[str, ...]:
     """Every warning about the cluster as a whole, before any pod exists: the plan's, and the pod plans' checks
     as far as the RayCluster's templates decide them (no address, a username without a password, a worker
     timeout not above the head's)."""
-    found = list(cp.warnings)
+    return tuple(_cluster_findings(c, cp))
+
+
+def cluster_gaps(c: ClusterFacts, cp: ClusterPlan) -> tuple[str, ...]:
+    """The findings of `cluster_findings` that leave GCS FT not working as meant (as `Plan.gaps` for a pod):
+    no Redis address, a Redis username without a password."""
+    return tuple(_cluster_findings(c, cp).gaps)
+
+
+def _cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> _Findings:
+    found = _Findings(cp.warnings)
     v = cp.values
     if v is None:
-        return tuple(found)
+        return found
     if cp.address_missing:
-        found.append(NO_ADDRESS)
+        found.gap(NO_ADDRESS)
     username_source = (
         "the head's env" if ENV_REDIS_USERNAME in c.head_env.names
         else "rayStartParams" if c.head_start_params.get("redis-username")
@@ -461,14 +471,14 @@ def cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> tuple[str, ...]:
     )
     template_password = ENV_REDIS_PASSWORD in c.head_env.names and c.head_env.values.get(ENV_REDIS_PASSWORD) != ""
     if username_source and not template_password and not (v.redis_password and v.redis_password.gives_value):
-        found.append(f"Redis username from {username_source} but no password from any source: Ray's GCS aborts")
+        found.gap(f"Redis username from {username_source} but no password from any source: Ray's GCS aborts")
     head_s = (_timeout(c.head_env.values.get(ENV_RECONNECT_TIMEOUT), "head template", found)
               or v.head_timeout_s or RAY_DEFAULT_RECONNECT_TIMEOUT_S)
     for group, raw in c.worker_timeouts:
         worker_s = _timeout(raw, f"worker group {group!r}", found) if raw is not None else v.worker_timeout_s
         if worker_s is not None and worker_s <= head_s:
             found.append(_short_worker_timeout(worker_s, head_s, group))
-    return tuple(found)
+    return found
 
 
 def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:

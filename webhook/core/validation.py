@@ -91,6 +91,20 @@ def _sharing(c: ClusterFacts, key: tuple[str, str], others: Iterable[ClusterFact
     return sorted(names)
 
 
+def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFacts], s: Settings) -> str | None:
+    """The finding when another live RayCluster of `others` keeps its GCS state where `c` (planned as `cp`)
+    does, or None: both overwrite each other's state, so neither survives a head restart as meant."""
+    key = storage_key(cp)
+    sharing = _sharing(c, key, others, s) if key is not None else []
+    if key is None or not sharing:
+        return None
+    return _shared_warning(key, ", ".join(sharing))
+
+
+def _shared_warning(key: tuple[str, str], sharing: str) -> str:
+    return f"GCS state at risk: RayCluster {sharing} shares storage namespace {quote(key[1], 24)} in this Redis"
+
+
 # What a change of the cluster-level plan means for running pods, by the field that changed.
 _HEAD_FIELDS = (("skipped", "injection on/off"), ("storage_namespace", ENV_STORAGE_NAMESPACE),
                 ("redis_address", ENV_REDIS_ADDRESS), ("redis_username", ENV_REDIS_USERNAME),
@@ -144,8 +158,7 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
             if s.deny_shared_storage_namespace and moved and not new.deleting:
                 return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(key[0])} is also "
                                       f"used by RayCluster {sharing}: two clusters overwrite each other's GCS state")
-            warnings.append(f"GCS state at risk: RayCluster {sharing} shares storage namespace "
-                            f"{quote(key[1], 24)} in this Redis")
+            warnings.append(_shared_warning(key, sharing))
 
     if old is not None and kind == "RayCluster":
         warnings += _changes(plan_cluster(old, s), cp)
