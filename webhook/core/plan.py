@@ -76,6 +76,9 @@ class Plan:
     ray_start_flags: tuple[str, ...] = ()
     # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
     cleanup_args0: str | None = None
+    # Pod volumes and the Ray container's mounts to add (Redis TLS files), as Kubernetes writes them.
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     # The warnings that leave GCS FT not working as meant (no Redis address, a username GCS would abort on...).
     gaps: tuple[str, ...] = ()
@@ -84,7 +87,7 @@ class Plan:
     @property
     def is_empty(self) -> bool:
         return not (self.annotations or self.env or self.replace_env or self.ray_start_flags
-                    or self.cleanup_args0 is not None)
+                    or self.cleanup_args0 is not None or self.volumes)
 
     @property
     def injected_names(self) -> tuple[str, ...]:
@@ -95,6 +98,7 @@ class Plan:
             + tuple(e.name for _, e in self.replace_env)
             + tuple(raystart.flag_name(f) for f in self.ray_start_flags)
             + ((cleanup.INJECTED_NAME,) if self.cleanup_args0 is not None else ())
+            + tuple(str(v["name"]) for v in self.volumes)
         )
 
 
@@ -396,6 +400,52 @@ def _redis_env(c: ClusterFacts, pod: PodFacts, v: Values,
     return env, replace_env
 
 
+# Where the Redis TLS files are mounted in the Ray container: names and paths no KubeRay pod uses.
+TLS_ROOT = "/etc/ray-ft-webhook"
+CA_VOLUME, CA_DIR, CA_FILE = "ray-ft-webhook-redis-ca", f"{TLS_ROOT}/redis-ca", "ca.crt"
+CLIENT_VOLUME, CLIENT_DIR = "ray-ft-webhook-redis-client", f"{TLS_ROOT}/redis-client"
+
+
+def _tls(pod: PodFacts, v: Values, warnings: list[str]) -> tuple[tuple[EnvVar, ...], tuple[Mapping[str, Any], ...],
+                                                                 tuple[Mapping[str, Any], ...]]:
+    """Redis over TLS on a pod that reaches Redis (the head, the cleanup pod): (env, volumes, mounts) to add.
+
+    Each file comes read-only from its Secret or ConfigMap, projected to a fixed name; the env names the path.
+    A variable the container already sets wins (and then no volume is added). A volume name or mount path of
+    ours already in the pod is someone else's: nothing is added for it, and a warning says so.
+    """
+    env: list[EnvVar] = []
+    volumes: list[Mapping[str, Any]] = []
+    mounts: list[Mapping[str, Any]] = []
+    taken_paths = {path for _, path in pod.mounts or ()}
+
+    def mount(volume: str, directory: str, source: Mapping[str, Any], what: str) -> bool:
+        if volume in (pod.volumes or ()) or directory in taken_paths:
+            warnings.append(f"the pod already has volume {volume} or path {directory}: Redis {what} not injected")
+            return False
+        volumes.append({"name": volume, **source})
+        mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
+        return True
+
+    ca = v.redis_ca
+    if ca is not None and ENV_REDIS_CA_CERT not in pod.env_names:
+        items = [{"key": ca.key, "path": CA_FILE}]
+        source = ({"secret": {"secretName": ca.name, "items": items}} if ca.kind == "Secret"
+                  else {"configMap": {"name": ca.name, "items": items}})
+        if mount(CA_VOLUME, CA_DIR, source, "CA"):
+            env.append(EnvVar(ENV_REDIS_CA_CERT, f"{CA_DIR}/{CA_FILE}"))
+    client = v.redis_client_cert_secret
+    if client is not None and not {ENV_REDIS_CLIENT_CERT, ENV_REDIS_CLIENT_KEY} & pod.env_names:
+        source = {"secret": {"secretName": client, "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                               {"key": "tls.key", "path": "tls.key"}]}}
+        if mount(CLIENT_VOLUME, CLIENT_DIR, source, "client certificate"):
+            env += [EnvVar(ENV_REDIS_CLIENT_CERT, f"{CLIENT_DIR}/tls.crt"),
+                    EnvVar(ENV_REDIS_CLIENT_KEY, f"{CLIENT_DIR}/tls.key")]
+    if v.redis_server_name is not None and ENV_REDIS_SERVER_NAME not in pod.env_names:
+        env.append(EnvVar(ENV_REDIS_SERVER_NAME, v.redis_server_name))
+    return tuple(env), tuple(volumes), tuple(mounts)
+
+
 def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
     present = pod.env_names
     pod_annotations = pod.annotations or {}
@@ -406,6 +456,8 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -
         annotations.append((ann.RAY_EXTERNAL_STORAGE_NAMESPACE, v.storage_namespace))
 
     env, replace_env = _redis_env(c, pod, v, warnings)
+    tls_env, volumes, mounts = _tls(pod, v, warnings)
+    env += tls_env
     if v.head_timeout_s is not None and ENV_RECONNECT_TIMEOUT not in present:
         env += (EnvVar(ENV_RECONNECT_TIMEOUT, str(v.head_timeout_s)),)
 
@@ -419,7 +471,7 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -
     if wanted and not any(raystart.has_ray_start(cmd) for cmd in commands):
         warnings.gap("no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself")
     return Plan(annotations=tuple(annotations), env=env, replace_env=replace_env, ray_start_flags=flags,
-                warnings=tuple(warnings), gaps=tuple(warnings.gaps))
+                volumes=volumes, volume_mounts=mounts, warnings=tuple(warnings), gaps=tuple(warnings.gaps))
 
 
 def _worker_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
@@ -449,6 +501,8 @@ def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings
     runs no Ray node.
     """
     env, replace_env = _redis_env(c, pod, v, warnings)
+    tls_env, volumes, mounts = _tls(pod, v, warnings)
+    env += tls_env
 
     args0: str | None = None
     if any(e.name == ENV_REDIS_USERNAME for e in env):
@@ -458,8 +512,8 @@ def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings
             args0 = rewritten
         elif not cleanup.has_username(line):
             warnings.append("no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME")
-    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings),
-                gaps=tuple(warnings.gaps))
+    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, volumes=volumes, volume_mounts=mounts,
+                warnings=tuple(warnings), gaps=tuple(warnings.gaps))
 
 
 def _short_worker_timeout(worker_s: int, head_s: int, group: str = "") -> str:

@@ -21,6 +21,9 @@ from typing import Any
 from webhook.core.plan import (
     ENV_RECONNECT_TIMEOUT,
     ENV_REDIS_ADDRESS,
+    ENV_REDIS_CA_CERT,
+    ENV_REDIS_CLIENT_CERT,
+    ENV_REDIS_SERVER_NAME,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_USERNAME,
     ENV_STORAGE_NAMESPACE,
@@ -178,6 +181,11 @@ def describe(v: Values) -> tuple[tuple[str, str, str], ...]:
     if v.redis_password is not None:
         rows.append((ENV_REDIS_PASSWORD, _credential(v.redis_password.value, v.redis_password.value_from, False),
                      v.sources.get(ENV_REDIS_PASSWORD, "")))
+    for name, shown in ((ENV_REDIS_CA_CERT, v.redis_ca and str(v.redis_ca)),
+                        (ENV_REDIS_CLIENT_CERT, v.redis_client_cert_secret and f"Secret {v.redis_client_cert_secret}"),
+                        (ENV_REDIS_SERVER_NAME, v.redis_server_name)):
+        if shown:
+            rows.append((name, shown, v.sources.get(name, "")))
     if v.head_timeout_s is not None:
         rows.append((f"{ENV_RECONNECT_TIMEOUT} (head)", str(v.head_timeout_s),
                      v.sources.get(ENV_RECONNECT_TIMEOUT, "")))
