@@ -106,10 +106,11 @@ def test_validating_webhook_never_blocks_and_sees_only_ray_objects(overlay: str)
     assert ns_rule["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(ns_rule["values"])
 
 
-def test_cert_manager_overlay_reads_rayclusters_and_records_events_only() -> None:
+def test_cert_manager_overlay_reads_rayclusters_and_namespaces_and_records_events_only() -> None:
     objs = rendered("cert-manager")
     assert rules_of(objs, "ClusterRole") == [
         {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]
     assert rules_of(objs, "Role") == []
     cert = one(objs, "Certificate")
@@ -124,7 +125,7 @@ def test_cert_manager_overlay_reads_rayclusters_and_records_events_only() -> Non
 def test_self_managed_overlay_rbac_is_limited_to_its_own_objects() -> None:
     objs = rendered("self-managed")
     for rule in rules_of(objs, "Role") + rules_of(objs, "ClusterRole"):
-        if rule["resources"] == ["rayclusters"]:
+        if rule["resources"] in (["rayclusters"], ["namespaces"]):
             assert rule["verbs"] == ["get", "list", "watch"]
         elif rule["resources"] == ["events"]:
             assert rule["verbs"] == ["create", "patch"]

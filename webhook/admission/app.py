@@ -201,7 +201,7 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
     admission = Admission(lookup, settings, metrics, recorder)
-    validation = Validation(lookup.clusters, settings)
+    validation = Validation(lookup, settings)
     app = FastAPI(title="ray-ft-webhook", openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/mutate")
