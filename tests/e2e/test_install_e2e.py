@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from testkit.ci import kubectl
+from testkit import kube
+from testkit.ci import cert_manager_crds, kubectl
 from testkit.controlplane import ControlPlane
 from testkit.kube import wait_for
 from testkit.kuberay_pods import pod, quickstart_raycluster
@@ -44,39 +45,68 @@ SM_LABEL = "e2e/self-managed"
 LOCAL_ENV = {**os.environ, "NO_PROXY": "127.0.0.1"}
 
 
-@pytest.mark.parametrize("overlay", ["cert-manager", "self-managed"])
-def test_overlay_applies_to_a_real_apiserver(controlplane: ControlPlane, admin: client.ApiClient,
-                                             overlay: str) -> None:
-    ext = client.ApiextensionsV1Api(admin)
-    for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates")):
-        try:
-            ext.create_custom_resource_definition({
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{plural}.cert-manager.io"},
-                "spec": {"group": "cert-manager.io", "scope": "Namespaced",
-                         "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                         "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                             "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-            })
-        except ApiException as exc:
-            assert exc.status == 409
-    wait_for("cert-manager CRDs", lambda: all(
-        any(c.type == "Established" and c.status == "True"
-            for c in (ext.read_custom_resource_definition(f"{p}.cert-manager.io").status.conditions or []))
-        for p in ("issuers", "certificates")))
+@pytest.fixture(scope="module")
+def cert_manager(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """cert-manager's own Issuer and Certificate CRDs (hack/cert-manager-crds.sh, from its Go module): the
+    overlay's objects are validated against cert-manager's schema, not a schema that accepts anything."""
+    folder = cert_manager_crds()
+    dyn = kube.dynamic_client(admin, tmp_path_factory.mktemp("cert-manager"))
+    for plural in ("issuers", "certificates"):
+        for crd in yaml.safe_load_all((folder / f"cert-manager.io_{plural}.yaml").read_text()):
+            if crd:
+                kube.apply(dyn, crd)
+    kube.wait_established(admin, ["issuers.cert-manager.io", "certificates.cert-manager.io"])
+
+
+def rendered_overlay(overlay: str) -> list[dict[str, Any]]:
     rendered = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / "overlays" / overlay)],
                               capture_output=True, text=True, timeout=60, check=True).stdout
     objs = [o for o in yaml.safe_load_all(rendered) if o]
     for obj in objs:  # the e2e tier's own configuration already holds this name (with a url clientConfig)
         if obj["kind"] == "MutatingWebhookConfiguration":
             obj["metadata"]["name"] = "ray-ft-webhook-dry-run"
-    out = subprocess.run(
+    return objs
+
+
+def server_dry_run(controlplane: ControlPlane, objs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply --server-side --dry-run=server` (strict field validation, kubectl's default)."""
+    return subprocess.run(
         [kubectl(), "--kubeconfig", str(controlplane.admin_kubeconfig), "apply", "--server-side",
          "--dry-run=server", "-f", "-"],
         input=yaml.safe_dump_all(objs), capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("overlay", ["cert-manager", "self-managed"])
+def test_overlay_applies_to_a_real_apiserver(controlplane: ControlPlane, cert_manager: None, overlay: str) -> None:
+    objs = rendered_overlay(overlay)
+    out = server_dry_run(controlplane, objs)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == len(objs)
     assert all(line.endswith("serverside-applied (server dry run)") for line in out.stdout.splitlines()), out.stdout
+
+
+# Mistakes a schema that accepts anything lets through; cert-manager's schema must refuse each (the negative
+# control of the test above: it shows the real CRDs are the ones installed).
+BROKEN = {
+    "Issuer with a misspelt issuer type": ("Issuer", "/spec", {"selfsigned": {}}, "selfsigned"),
+    "Certificate with a misspelt field": ("Certificate", "/spec/dnsName", "x.svc", "dnsName"),
+    "Certificate with an unknown key algorithm": ("Certificate", "/spec/privateKey/algorithm", "DSA", "algorithm"),
+    "Certificate with renewBefore a number": ("Certificate", "/spec/renewBefore", 720, "renewBefore"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_cert_manager_objects_are_refused(controlplane: ControlPlane, cert_manager: None, case: str) -> None:
+    kind, path, value, named = BROKEN[case]
+    objs = [o for o in rendered_overlay("cert-manager") if o["kind"] in ("Issuer", "Certificate")]
+    (target,) = [o for o in objs if o["kind"] == kind]
+    *parents, key = path.strip("/").split("/")
+    node = target
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    out = server_dry_run(controlplane, objs)
+    assert out.returncode != 0 and named in out.stderr, f"{case}: accepted\n{out.stdout}{out.stderr}"
 
 
 @dataclass
