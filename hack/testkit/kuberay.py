@@ -18,10 +18,12 @@ import http.client
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,6 +233,19 @@ class OperatorProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the operator (SIGSTOP, then SIGCONT by PID) while something must happen before it acts, e.g. the
+        webhook's watch delivering a new RayCluster before the operator creates its pods. Without leader
+        election a short stop costs the operator nothing; it then reconciles what it missed."""
+        pid = self.pid
+        assert pid is not None, f"ray-operator {self.kuberay.version} is not running"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def logs(self, tail_lines: int = 60) -> str:
         if not self.log_path.exists():

@@ -11,7 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,59 @@ class Webhook:
 
     def metric(self, name: str) -> float:
         """The sum of every sample of /metrics whose line starts with `name`."""
+        return metric_sum(self._metrics_text(), name)
+
+    def _metrics_text(self) -> str:
         assert self.process is not None
         with self.process.client() as c:
-            text = c.get("/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+            return c.get("/metrics").text
+
+    def cache_stats(self) -> CacheStats:
+        """The RayCluster cache's counters, from one read of /metrics."""
+        text = self._metrics_text()
+        return CacheStats(*(metric_sum(text, name) for name in (CACHE_HITS, CACHE_MISSES, FALLBACK_GETS, CACHED)))
+
+    def wait_cached(self, held: Callable[[], int], what: str, timeout: float = 20) -> CacheStats:
+        """Wait until the cache holds as many RayClusters (`ray_ft_webhook_rayclusters_cached`) as `held()`
+        says the apiserver holds: the watch has delivered `what`. Call it before any pod of `what` is admitted,
+        so that no fallback GET can have put it there. Fails with the cache's counters otherwise."""
+        last: list[tuple[CacheStats, int]] = []
+
+        def synced() -> CacheStats | None:
+            last[:] = [(stats := self.cache_stats(), expected := held())]
+            return stats if stats.cached == expected else None
+
+        try:
+            return processes.wait_until(f"the webhook's watch to deliver {what}", synced, timeout)
+        except processes.WaitTimeout:
+            stats, expected = last[0]
+            raise AssertionError(
+                f"the watch did not deliver {what} within {timeout:g} s: the cache holds {stats.cached:g} "
+                f"RayClusters, the apiserver {expected} ({stats}); the webhook's log ends:\n"
+                f"{self.process.logs()[-3000:] if self.process else ''}") from None
+
+
+# The RayCluster cache's series (webhook/admission/metrics.py).
+CACHE_HITS = 'ray_ft_webhook_raycluster_cache_total{result="hit"}'
+CACHE_MISSES = 'ray_ft_webhook_raycluster_cache_total{result="miss"}'
+FALLBACK_GETS = "ray_ft_webhook_raycluster_fallback_gets_total"  # every result
+CACHED = "ray_ft_webhook_rayclusters_cached"
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample of a /metrics text whose line starts with `name`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Cache lookups by result, direct GETs after a miss, and RayClusters held, of one webhook process."""
+
+    hits: float
+    misses: float
+    fallback_gets: float
+    cached: float
+
+    def __sub__(self, before: CacheStats) -> CacheStats:
+        return CacheStats(self.hits - before.hits, self.misses - before.misses,
+                          self.fallback_gets - before.fallback_gets, self.cached - before.cached)

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -272,12 +273,18 @@ def test_rolling_restart_reuse_port(admin: client.ApiClient, webhook_identity: P
                     status = int(head.split(b" ", 2)[1]) if head else 0
                     in_flight = answer_kind(status, rest, want) if status == 200 else f"HTTP {status}"
                     assert in_flight == OK, f"the request in flight at SIGTERM: {in_flight} {head[:200]!r}"
-                    code = old.proc.wait(GRACEFUL_SHUTDOWN_S + 10)
+                    # A bounded wait, not a speed claim: an idle connection holding the exit would keep the
+                    # process up for the keep-alive timeout (KEEP_ALIVE_S, 120 s), far past this bound.
+                    try:
+                        code = old.proc.wait(GRACEFUL_SHUTDOWN_S + 10)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(
+                            f"{name} still running {GRACEFUL_SHUTDOWN_S + 10} s after SIGTERM: something held the "
+                            f"exit past the {GRACEFUL_SHUTDOWN_S} s grace period:\n{old.logs()[-3000:]}") from None
                     exit_s = time.monotonic() - t_term
                     idle.close()
                     assert code == 0, f"{name} exited with {code}:\n{old.logs()[-3000:]}"
                     assert idle_closed, "the server closed the idle keep-alive connection"
-                    assert exit_s < GRACEFUL_SHUTDOWN_S + 2, f"{name} took {exit_s:.1f} s to exit"
                     t_new = time.monotonic()
                     live[name] = start_webhook(workdir, args, port=port, name=f"{name}2")
                     client = "an idle client that never closes" if silent else "its clients closing on close"
