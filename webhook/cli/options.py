@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--raycluster", type=Path, required=True, help="RayCluster manifest (YAML or JSON)")
     render.add_argument("--pod", type=Path, required=True, help="Pod manifest (YAML or JSON)")
+    render.add_argument("--namespace-object", type=Path, help="the pod's Namespace manifest (YAML or JSON): its "
+                        "ray-ft-webhook.io/ annotations are defaults for its RayClusters")
     render.add_argument("--output", choices=["patch", "pod"], default="patch", help="what to print (default: patch)")
     _add_defaults(render)
 
