@@ -46,7 +46,12 @@ def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_webhook_configuration_is_tightly_scoped(overlay: str) -> None:
     mwc = one(rendered(overlay), "MutatingWebhookConfiguration")
-    (hook,) = mwc["webhooks"]
+    hook, defaults = mwc["webhooks"]
+    assert hook["name"] == "pods.ray-ft-webhook.io" and defaults["name"] == "rayclusters.ray-ft-webhook.io"
+    assert defaults["failurePolicy"] == "Ignore" and defaults["sideEffects"] == "None"
+    assert defaults["rules"] == [{"apiGroups": ["ray.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                  "resources": ["rayclusters"], "scope": "Namespaced"}]
+    assert defaults["clientConfig"]["service"]["path"] == "/mutate-raycluster"
     assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
     assert hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["failurePolicy"] == "Fail"  # explicit and documented in the manifest

@@ -37,7 +37,7 @@ from kubernetes.dynamic import DynamicClient
 from testkit import kube, processes
 from testkit.controlplane import ControlPlane
 from testkit.paths import KUBERAY_SCRIPT, KUBERAY_WRAPPERS, cache_dir
-from testkit.webhook import free_port, make_certs, webhook_configuration
+from testkit.webhook import PODS_HOOK, free_port, make_certs, webhook_configuration
 
 # The operator's own identity: a ServiceAccount name, presented as a client certificate.
 OPERATOR_NAMESPACE = "ray-system"
@@ -325,9 +325,10 @@ class Observer:
     def configuration(self) -> dict[str, Any]:
         """Our MutatingWebhookConfiguration's rules and selectors, so it sees exactly the pods ours sees."""
         url = f"https://127.0.0.1:{self._server.server_address[1]}/observe"
-        mwc = webhook_configuration(url, (self.workdir / "ca.crt").read_bytes())
+        mwc = webhook_configuration("", (self.workdir / "ca.crt").read_bytes(), only=PODS_HOOK)
         mwc["metadata"] = {"name": self.NAME}
         for hook in mwc["webhooks"]:
+            hook["clientConfig"]["url"] = url
             hook["name"] = "observer.kuberay-tier.test"
             hook["failurePolicy"] = "Ignore"
             hook["reinvocationPolicy"] = "Never"

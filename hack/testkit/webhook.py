@@ -56,12 +56,18 @@ def manifest(path: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((MANIFESTS / path).read_text()) if d]
 
 
-def webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
-    """manifests/base's MutatingWebhookConfiguration with clientConfig switched to url + caBundle."""
+PODS_HOOK = "pods.ray-ft-webhook.io"
+
+
+def webhook_configuration(base_url: str, ca_pem: bytes, only: str | None = None) -> dict[str, Any]:
+    """manifests/base's MutatingWebhookConfiguration with each webhook's clientConfig switched to `base_url` + its
+    service path, and a caBundle; `only`: keep that webhook alone (e.g. PODS_HOOK)."""
     (mwc,) = manifest("base/mutatingwebhookconfiguration.yaml")
     mwc = copy.deepcopy(mwc)
+    mwc["webhooks"] = [hook for hook in mwc["webhooks"] if only is None or hook["name"] == only]
     for hook in mwc["webhooks"]:
-        hook["clientConfig"] = {"url": url, "caBundle": certs.ca_bundle(ca_pem)}
+        hook["clientConfig"] = {"url": base_url + hook["clientConfig"]["service"]["path"],
+                                "caBundle": certs.ca_bundle(ca_pem)}
     return mwc
 
 
@@ -168,7 +174,7 @@ class Webhook:
 
     def configuration(self) -> dict[str, Any]:
         """manifests/base's MutatingWebhookConfiguration pointed at this process."""
-        return webhook_configuration(f"https://127.0.0.1:{self.port}/mutate", self.ca_pem)
+        return webhook_configuration(f"https://127.0.0.1:{self.port}", self.ca_pem)
 
     def validating_configuration(self, **kwargs: Any) -> dict[str, Any]:
         """manifests/base's ValidatingWebhookConfiguration pointed at this process (see `validating_configuration`)."""

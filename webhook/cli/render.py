@@ -10,8 +10,8 @@ import jsonpatch
 
 from webhook.common.errors import InputError
 from webhook.core.events import EventFacts
-from webhook.core.namespace import parse_namespace
 from webhook.core.mutation import mutate
+from webhook.core.namespace import parse_namespace
 from webhook.core.patches import Op
 from webhook.core.pod import InvalidPod, read_ray_pod
 from webhook.core.raycluster import parse_raycluster
