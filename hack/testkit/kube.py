@@ -96,3 +96,20 @@ def wait_until_called(api: client.ApiClient, also_called: Callable[[], int] | No
         wait_for("the webhook to be called by the apiserver", called, timeout=timeout)
     finally:
         custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", "warmup")
+
+
+def wait_until_validating(api: client.ApiClient, validations: Callable[[], float], timeout: float = 60) -> None:
+    """A new ValidatingWebhookConfiguration takes a moment too: dry-run create a RayCluster until the webhook's
+    count of `/validate` answers (`validations`) grows. Nothing is stored."""
+    custom = client.CustomObjectsApi(api)
+    namespace = "ray-ft-webhook-warmup"
+    ensure_namespace(api, namespace)
+    rc = kuberay_pods.raycluster(name="validate-warmup", namespace=namespace, annotations={"ray.io/ft-enabled": "true"})
+    del rc["metadata"]["uid"]
+
+    def called() -> bool:
+        before = validations()
+        custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", rc, dry_run="All")
+        return validations() > before
+
+    wait_for("the apiserver to call /validate", called, timeout=timeout)

@@ -463,15 +463,17 @@ def get_raycluster(api: client.ApiClient, namespace: str, name: str) -> dict[str
 
 
 def remove_finalizers(api: client.ApiClient, namespace: str) -> None:
-    """Let every RayCluster of `namespace` go: its Redis cleanup Job never finishes here (no kubelet)."""
+    """Let every RayCluster and RayService of `namespace` go once the operator is stopped: a RayCluster's Redis
+    cleanup Job never finishes here (no kubelet), and nobody would remove KubeRay's finalizer of a RayService."""
     custom = client.CustomObjectsApi(api)
-    listed = cast(dict[str, Any], custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters"))
-    for rc in listed["items"]:
-        if rc["metadata"].get("finalizers"):
-            with contextlib.suppress(ApiException):
-                custom.patch_namespaced_custom_object(  # a merge patch: null removes the list
-                    "ray.io", "v1", namespace, "rayclusters", rc["metadata"]["name"], {"metadata": {"finalizers": None}}
-                )
+    for plural in ("rayclusters", "rayservices"):
+        listed = cast(dict[str, Any], custom.list_namespaced_custom_object("ray.io", "v1", namespace, plural))
+        for obj in listed["items"]:
+            if obj["metadata"].get("finalizers"):
+                with contextlib.suppress(ApiException):
+                    custom.patch_namespaced_custom_object(  # a merge patch: null removes the list
+                        "ray.io", "v1", namespace, plural, obj["metadata"]["name"], {"metadata": {"finalizers": None}}
+                    )
 
 
 # -- the sample and its variants -------------------------------------------------------------------------------

@@ -8,21 +8,17 @@ RayClusters it would deny, to see their pods denied) are untouched.
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from testkit.controlplane import ControlPlane
-from testkit.controlplane import testbin_dir as binaries_dir
 from testkit.kube import wait_for
+from testkit.kubectl import Kubectl, warnings_of
 from testkit.kuberay_pods import pod, raycluster
 from testkit.webhook import Webhook
 
@@ -55,37 +51,15 @@ def vns(admin: client.ApiClient, validating: None) -> Iterator[str]:
     yield name
 
 
-class Kubectl:
-    def __init__(self, controlplane: ControlPlane, workdir: Path) -> None:
-        self.binary = binaries_dir(("kubectl",)) / "kubectl"
-        self.kubeconfig, self.workdir = controlplane.admin_kubeconfig, workdir
-
-    def __call__(self, *args: str, manifest: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-        extra: list[str] = []
-        if manifest is not None:
-            path = self.workdir / f"{uuid.uuid4().hex}.yaml"
-            path.write_text(yaml.safe_dump(manifest))
-            extra = ["-f", str(path)]
-        return subprocess.run([str(self.binary), "--kubeconfig", str(self.kubeconfig), *args, *extra],
-                              capture_output=True, text=True, timeout=60)
-
-    def apply(self, manifest: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-        return self("apply", *args, manifest=manifest)
-
-
 @pytest.fixture(scope="module")
 def kubectl(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(controlplane, tmp_path_factory.mktemp("kubectl"))
+    return Kubectl(controlplane.admin_kubeconfig, tmp_path_factory.mktemp("kubectl"))
 
 
 def cluster(namespace: str, name: str = "rc", **kwargs: Any) -> dict[str, Any]:
     rc = raycluster(name=name, namespace=namespace, **kwargs)
     rc["metadata"].pop("uid")
     return rc
-
-
-def warnings_of(out: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line.removeprefix("Warning: ") for line in out.stderr.splitlines() if line.startswith("Warning: ")]
 
 
 def test_apply_prints_the_findings(kubectl: Kubectl, vns: str) -> None:
@@ -154,11 +128,7 @@ def test_apply_works_while_the_webhook_is_down(kubectl: Kubectl, vns: str, webho
 # -- Events on the RayCluster --------------------------------------------------------------------------------
 
 def events_of(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
-    """`kubectl get events` about RayCluster `name`, as kubectl shows them (core/v1 view)."""
-    out = kubectl("get", "events", "-n", namespace, "-o", "json",
-                  "--field-selector", f"involvedObject.kind=RayCluster,involvedObject.name={name}")
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout)["items"])
+    return kubectl.events(namespace, "RayCluster", name)
 
 
 def head_pod(rc: dict[str, Any], suffix: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Session fixtures of the KubeRay tier: the real KubeRay operator creates the pods, the webhook configures them.
 
 One control plane with kube-controller-manager (its Job controller runs KubeRay's Redis cleanup Jobs), the
-webhook as the real `serve` with the admin defaults of the e2e tier, registered from manifests/ like there,
+webhook as the real `serve` with the admin defaults of the e2e tier, registered from manifests/ like there
+(the MutatingWebhookConfiguration, and the ValidatingWebhookConfiguration for every namespace),
 and an observer webhook that records each Ray pod as KubeRay submitted it (hack/testkit/kuberay.py). Then,
 per pinned KubeRay version (hack/kuberay/): that release's CRDs and RBAC, a fresh namespace with the release's
 `ray-cluster.external-redis.yaml` (everything but the RayCluster), and a fresh operator process running as
@@ -31,6 +32,7 @@ from testkit import kube
 from testkit import kuberay as harness
 from testkit.ci import in_ci
 from testkit.controlplane import ControlPlane, ControlPlaneError, install_webhook_identity
+from testkit.kubectl import Kubectl
 from testkit.kuberay import KubeRay, KubeRayError, Observer, OperatorProcess
 from testkit.webhook import ADMIN_ARGS, Webhook
 
@@ -143,19 +145,33 @@ def kr_crds(kr_admin: client.ApiClient, kr_dynamic: DynamicClient) -> None:
 def kr_webhook(kr_controlplane: ControlPlane, kr_admin: client.ApiClient, kr_dynamic: DynamicClient, kr_crds: None,
                tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
                kr_report: TierReport) -> Iterator[Webhook]:
-    """The real `serve`, as its own identity (manifests/base RBAC), registered from manifests/ (url + caBundle)."""
+    """The real `serve`, as its own identity (manifests/base RBAC: it records Events, `--events` is on by default),
+    registered from manifests/ (url + caBundle) for `/mutate` and `/validate`."""
     identity = install_webhook_identity(
         kr_controlplane, kr_admin, kr_dynamic, tmp_path_factory.mktemp("identity") / "webhook.kubeconfig"
     )
     hook = Webhook(tmp_path_factory.mktemp("webhook"), ["--kubeconfig", str(identity), *ADMIN_ARGS])
     hook.start()
-    client.AdmissionregistrationV1Api(kr_admin).create_mutating_webhook_configuration(cast(Any, hook.configuration()))
+    registrations = client.AdmissionregistrationV1Api(kr_admin)
+    registrations.create_mutating_webhook_configuration(cast(Any, hook.configuration()))
+    # `/validate` for the whole tier: every RayCluster, RayService and RayJob the tests and the operators create
+    # or update goes through it, so a denial of KubeRay's own requests would fail the tier.
+    registrations.create_validating_webhook_configuration(cast(Any, hook.validating_configuration()))
+    began = time.monotonic()
+    kube.wait_until_validating(kr_admin, lambda: hook.metric("ray_ft_webhook_validations_total"))
+    kr_report.startup["/validate called"] = time.monotonic() - began
     yield hook
     if hook.process is not None:
         kr_report.peak_rss["webhook"] = harness.peak_rss_bytes(hook.process.proc.pid)
         if request.session.testsfailed:
             print(f"\n--- webhook log ---\n{hook.process.logs()[-20000:]}")
     hook.stop()
+
+
+@pytest.fixture(scope="session")
+def kr_kubectl(kr_controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    """The real kubectl as the admin: apply's `Warning:` lines and `kubectl get events`."""
+    return Kubectl(kr_controlplane.admin_kubeconfig, tmp_path_factory.mktemp("kubectl"))
 
 
 @pytest.fixture(scope="session")

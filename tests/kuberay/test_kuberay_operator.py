@@ -2,10 +2,13 @@
 
 Each stored pod is compared with the observer's record of what KubeRay submitted: the webhook may only have
 added what its `ray-ft-webhook.io/injected` annotation lists, and nothing KubeRay wrote may have changed.
+What the cluster's owner reads (issue 13) is read with the real kubectl: the webhook's Event on the real
+RayCluster, and `/validate`'s warning when a RayService pins its storage namespace.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -18,6 +21,7 @@ from kubernetes import client
 
 from testkit.ci import in_ci
 from testkit.kube import rayclusters, wait_for
+from testkit.kubectl import Kubectl, warnings_of
 from testkit.kuberay import (
     FT_FINALIZER,
     FT_FLAGS,
@@ -52,16 +56,27 @@ _secret_name, _secret_key = ADMIN_ARGS[ADMIN_ARGS.index("--default-redis-passwor
 ADMIN_SECRET = (_secret_name, _secret_key)
 SAMPLE_ADDRESS = "redis:6379"  # the sample's Redis Service
 SAMPLE_SECRET = ("redis-password-secret", "password")
+RECORDER = "ray-ft-webhook"  # the Events' reporting controller (kubectl's reportingComponent)
+
+
+# Where the webhook's Event says a value comes from (README, precedence).
+FROM_OURS = {"RAY_REDIS_ADDRESS": "annotation ray-ft-webhook.io/redis-address",
+             "REDIS_PASSWORD": "annotation ray-ft-webhook.io/redis-password-secret",
+             "REDIS_USERNAME": "annotation ray-ft-webhook.io/redis-username"}
+FROM_ADMIN = {"RAY_REDIS_ADDRESS": "the admin's default --default-redis-address",
+              "REDIS_PASSWORD": "the admin's default --default-redis-password-secret"}
 
 
 @dataclass(frozen=True)
 class Form:
-    """A way to ask for FT, and the Redis settings the head must end up with."""
+    """A way to ask for FT, the Redis settings the head must end up with, and where the webhook's Event must say
+    the values it injected come from (env name -> source)."""
 
     redis_address: str
     password_secret: tuple[str, str]
     needs_options: bool = False
     username: str | None = None
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 FORMS = {
@@ -69,13 +84,15 @@ FORMS = {
     # KubeRay 1.3 on, `ray.io/ft-enabled` + head env + rayStartParams before.
     "sample": Form(SAMPLE_ADDRESS, SAMPLE_SECRET),
     # The options with an address only: KubeRay sets the address, the admin's default Secret fills the password.
-    "options-without-password": Form(SAMPLE_ADDRESS, ADMIN_SECRET, needs_options=True),
+    "options-without-password": Form(SAMPLE_ADDRESS, ADMIN_SECRET, needs_options=True,
+                                     sources=(("REDIS_PASSWORD", FROM_ADMIN["REDIS_PASSWORD"]),)),
     # Only `ray.io/ft-enabled` plus our annotations; no Redis settings in the template.
-    "ft-annotation-and-ours": Form(SAMPLE_ADDRESS, SAMPLE_SECRET),
+    "ft-annotation-and-ours": Form(SAMPLE_ADDRESS, SAMPLE_SECRET, sources=tuple(FROM_OURS.items())),
     # Only `ray.io/ft-enabled`; everything from the admin's defaults.
-    "ft-annotation-and-admin-defaults": Form(ADMIN_ADDRESS, ADMIN_SECRET),
+    "ft-annotation-and-admin-defaults": Form(ADMIN_ADDRESS, ADMIN_SECRET, sources=tuple(FROM_ADMIN.items())),
     # Our annotations with a Redis ACL user: the cleanup pod gets the username and its line is told to pass it.
-    "ft-annotation-ours-with-username": Form(SAMPLE_ADDRESS, SAMPLE_SECRET, username="ray-gcs"),
+    "ft-annotation-ours-with-username": Form(SAMPLE_ADDRESS, SAMPLE_SECRET, username="ray-gcs",
+                                             sources=tuple(FROM_OURS.items())),
 }
 
 
@@ -172,6 +189,40 @@ def assert_no_duplicate_env(pod: dict[str, Any]) -> None:
         assert len(names) == len(set(names)), f"{container['name']}: duplicated env names in {names}"
 
 
+def secret_values(api: client.ApiClient, namespace: str) -> list[str]:
+    """Every value of every Secret in `namespace` (the Redis passwords among them), decoded."""
+    return [base64.b64decode(v).decode(errors="replace") for secret in client.CoreV1Api(api).list_namespaced_secret(
+        namespace).items for v in (secret.data or {}).values() if v]
+
+
+def shown(entry: dict[str, Any]) -> str:
+    """An env value as the webhook's Event shows it: a Secret as its name and key, never its value."""
+    ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+    return f"Secret {ref['name']}/{ref['key']}" if ref is not None else str(entry["value"])
+
+
+def webhook_events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Events on RayCluster `name` that the webhook recorded (KubeRay records its own there too)."""
+    return [e for e in kubectl.events(namespace, "RayCluster", name) if e.get("reportingComponent") == RECORDER]
+
+
+def assert_configured_event(kubectl: Kubectl, api: client.ApiClient, rc: dict[str, Any], head: dict[str, Any],
+                            sources: dict[str, str]) -> dict[str, Any]:
+    """The webhook recorded one `GCSFaultToleranceConfigured` Event on the real RayCluster for its head pod: it
+    names what the head's `injected` annotation lists, each env value with its source, and no secret value."""
+    namespace, name = rc["metadata"]["namespace"], rc["metadata"]["name"]
+    (event,) = wait_for(f"the webhook's Event on RayCluster {namespace}/{name}",
+                        lambda: webhook_events(kubectl, namespace, name))
+    assert (event["type"], event["reason"]) == ("Normal", "GCSFaultToleranceConfigured"), event
+    assert event["involvedObject"]["kind"] == "RayCluster" and event["involvedObject"]["uid"] == rc["metadata"]["uid"]
+    env = {e["name"]: e for e in env_list(head)}
+    parts = [f"{n}={shown(env[n])} ({sources[n]})" if n in sources else n for n in injected(head)]
+    assert event["message"] == f"injected {', '.join(parts)}"
+    for value in secret_values(api, namespace):
+        assert value not in event["message"], "a Secret's value is in the Event"
+    return event
+
+
 def summary_line(version: str, form: str, role: str, pod: dict[str, Any], uid: str) -> str:
     """`KubeRay [...] | webhook [...]`: the pod's FT settings by author, the cluster's uid shortened to <uid>."""
     kuberay, webhook = split_by_author(pod)
@@ -186,8 +237,12 @@ def summary_line(version: str, form: str, role: str, pod: dict[str, Any], uid: s
 
 @pytest.mark.parametrize("form", list(FORMS))
 def test_kuberay_pods_carry_a_complete_ft_configuration(
-    kuberay: Stack, form: str, kr_webhook: Webhook, kr_observer: Observer, kr_report: TierReport
+    kuberay: Stack, form: str, kr_webhook: Webhook, kr_observer: Observer, kr_kubectl: Kubectl,
+    kr_report: TierReport
 ) -> None:
+    """The operator's head and worker pods end with a complete FT configuration: KubeRay's pod plus exactly what
+    `injected` lists. Where the webhook injected something into the head, the real RayCluster carries its Event
+    (issue 13), read with the real kubectl."""
     spec = FORMS[form]
     api, namespace = kuberay.api, kuberay.namespace
     before = admissions(kr_webhook)
@@ -222,6 +277,9 @@ def test_kuberay_pods_carry_a_complete_ft_configuration(
     if form == "sample":
         # KubeRay (with the sample's own settings) configured everything: the webhook's patch must be empty.
         assert INJECTED not in head_annotations and INJECTED not in pod_annotations(worker)
+    else:
+        event = assert_configured_event(kr_kubectl, api, rc, head, dict(spec.sources))
+        kr_report.lines.append(f"{kuberay.version} {form} Event: {event['reason']}: {event['message']}")
     used = kr_webhook.cache_stats() - cached
     assert used.hits >= len(pods) and (used.misses, used.fallback_gets) == (0, 0), \
         f"KubeRay's pods answered from the cache: {used}"
@@ -323,20 +381,95 @@ def test_redis_cleanup_pods_get_what_the_head_got(
             "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
                                    "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
         }})
+
+    def gone(name: str) -> bool:
+        return not custom.list_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters", field_selector=f"metadata.name={name}")["items"]
+
     for name in clusters.values():
         selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
+        # The Job belongs to the RayCluster: once KubeRay has seen it Complete and removed its finalizer, the
+        # garbage collector deletes it with the RayCluster, possibly before this loop gets to it. Then KubeRay's
+        # log line below (written only for a Complete Job) is the proof.
         wait_for(f"the Job controller to complete the cleanup Job of {name}",
-                 lambda s=selector: any(c.type == "Complete" and c.status == "True"
-                                        for j in batch.list_namespaced_job(namespace, label_selector=s).items
-                                        for c in j.status.conditions or ()),
+                 lambda s=selector, n=name: any(c.type == "Complete" and c.status == "True"
+                                                for j in batch.list_namespaced_job(namespace, label_selector=s).items
+                                                for c in j.status.conditions or ()) or gone(n),
                  timeout=60, interval=0.5)
-        wait_for(f"KubeRay to remove its finalizer and RayCluster {name} to be gone",
-                 lambda n=name: not custom.list_namespaced_custom_object(
-                     "ray.io", "v1", namespace, "rayclusters", field_selector=f"metadata.name={n}")["items"],
+        wait_for(f"KubeRay to remove its finalizer and RayCluster {name} to be gone", lambda n=name: gone(n),
                  timeout=60, interval=0.5)
-    # KubeRay's own words for it (v1.2.2 names the Job inside the sentence).
+    # KubeRay's own words for it, written when it sees the Job Complete (v1.2.2 names the Job inside the sentence).
     log = kuberay.operator.log_path.read_text(errors="replace")
     for name in clusters.values():
         assert re.search(rf"The Redis cleanup Job ({name}-redis-cleanup )?has been completed", log), name
     kr_report.lines.append(f"{kuberay.version}: {len(clusters)} cleanup pods marked Succeeded -> Jobs Complete -> "
                            f"finalizers removed, RayClusters gone in {time.monotonic() - began:.1f} s")
+
+
+# -- /validate and the RayService ------------------------------------------------------------------------------
+
+PINNED_WARNING = ("pinned storage namespace '{}': on upgrade the old RayCluster's Redis cleanup wipes the new one's "
+                  "GCS state")
+# A Serve config of our own (never deployed: without a kubelet the head never runs).
+SERVE_CONFIG = "applications:\n  - name: hello\n    import_path: hello:app\n    route_prefix: /\n"
+
+
+def validations(hook: Webhook) -> dict[str, float]:
+    return {o: hook.metric(f'ray_ft_webhook_validations_total{{outcome="{o}"}}')
+            for o in ("allowed", "warned", "denied", "error")}
+
+
+def rayservice_for(stack: Stack, name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    """A minimal RayService whose `rayClusterConfig` is the sample's RayCluster spec without its Redis settings."""
+    rc = without_redis_settings(stack.sample_raycluster, name, annotations)
+    return {"apiVersion": "ray.io/v1", "kind": "RayService",
+            "metadata": {"name": name, "namespace": stack.namespace, "annotations": annotations},
+            "spec": {"serveConfigV2": SERVE_CONFIG, "rayClusterConfig": rc["spec"]}}
+
+
+def test_rayservice_with_a_pinned_storage_namespace_gets_its_warning(
+    kuberay: Stack, kr_webhook: Webhook, kr_kubectl: Kubectl, kr_report: TierReport
+) -> None:
+    """`kubectl apply` of a RayService (the release's real CRD) that pins `ray.io/external-storage-namespace`
+    prints `/validate`'s warning (issue 13): KubeRay's upgrade creates a new RayCluster with the same storage
+    namespace and then cleans up the old one's keys in Redis. The operator then creates the RayCluster from it
+    (copying the annotations), through `/validate` without a denial, and its head pod gets the pinned namespace
+    and the webhook's Event."""
+    api, namespace = kuberay.api, kuberay.namespace
+    custom = client.CustomObjectsApi(api)
+    name = "rs-pinned"
+    storage_namespace = f"rs-gcs-{kuberay.version.replace('.', '-')}"  # one per release: no shared namespace
+    annotations = {"ray.io/ft-enabled": "true", "ray.io/external-storage-namespace": storage_namespace,
+                   "ray-ft-webhook.io/redis-address": SAMPLE_ADDRESS,
+                   "ray-ft-webhook.io/redis-password-secret": SAMPLE_SECRET[0]}
+    before = validations(kr_webhook)
+
+    out = kr_kubectl.apply(rayservice_for(kuberay, name, annotations))
+    assert out.returncode == 0, out.stderr
+    assert warnings_of(out) == [PINNED_WARNING.format(storage_namespace)], out.stderr
+
+    def created() -> list[dict[str, Any]]:
+        listed = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+        return [rc for rc in listed if any(r["kind"] == "RayService" and r["name"] == name
+                                           for r in rc["metadata"].get("ownerReferences") or ())]
+
+    (rc,) = wait_for(f"KubeRay to create the RayCluster of RayService {name}", created, timeout=60, interval=0.5)
+    assert rc["metadata"]["annotations"]["ray.io/external-storage-namespace"] == storage_namespace
+    rc_name = rc["metadata"]["name"]
+    head = wait_for_ray_pods(kuberay.api, namespace, rc_name)["head"]
+    assert env_map(head)["RAY_external_storage_namespace"] == {"value": storage_namespace}
+    assert env_map(head)["RAY_REDIS_ADDRESS"] == {"value": SAMPLE_ADDRESS}
+    assert_configured_event(kr_kubectl, api, rc, head, dict(FROM_OURS))
+
+    # The RayService's CREATE was warned; the operator's CREATE and UPDATEs of the RayCluster (and of the
+    # RayService) went through /validate too, none denied. The counters are the webhook's, for the whole tier:
+    # nothing else creates Ray objects meanwhile.
+    after = validations(kr_webhook)
+    assert after["denied"] == before["denied"] and after["error"] == before["error"], f"{before} -> {after}"
+    assert after["warned"] > before["warned"] and after["allowed"] > before["allowed"], f"{before} -> {after}"
+    # controller-runtime logs the warnings the operator's own requests get (KubeRay v1.6.2, not v1.2.2, adds a
+    # finalizer to the RayService: an UPDATE that /validate warns about again). Reported, not asserted.
+    echoed = kuberay.operator.log_path.read_text(errors="replace").count(PINNED_WARNING.format(storage_namespace))
+    kr_report.lines.append(f"{kuberay.version} RayService {name}: kubectl apply warned [{warnings_of(out)[0]}]; "
+                           f"RayCluster {rc_name} created; /validate answers {before} -> {after}; the operator's "
+                           f"log repeats the warning {echoed} time(s)")
