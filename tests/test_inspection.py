@@ -164,7 +164,7 @@ def test_a_shared_storage_namespace_is_incomplete() -> None:
     b = raycluster(name="b", uid="uid-b", annotations=pinned)
     r = check(a, [admitted(a, ADMIN)], others=(b,))
     assert r.status == Status.INCOMPLETE
-    assert r.gaps == ("GCS state at risk: RayCluster default/b shares storage namespace 'shared' in this Redis",)
+    assert r.gaps == ("GCS state at risk: same Redis storage namespace 'shared' as RayCluster default/b",)
 
 
 def test_values_the_head_template_sets_are_shown_as_winning() -> None:

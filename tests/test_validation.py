@@ -191,13 +191,22 @@ def test_shared_storage_namespace_names_the_other_cluster(others: tuple[ClusterF
     if shared_with is None:
         assert warnings == ()
     else:
-        assert warnings == (f"GCS state at risk: RayCluster {shared_with} shares storage namespace 'shared' in "
-                            "this Redis",)
+        assert warnings == (f"GCS state at risk: same Redis storage namespace 'shared' as RayCluster "
+                            f"{shared_with}",)
+
+
+def test_the_same_short_service_name_in_two_namespaces_is_two_redises() -> None:
+    """`redis:6379` is the Service `redis` of the pod's own namespace."""
+    theirs = parse_raycluster(raycluster(name="b", namespace="team-b", uid="uid-b", annotations=PINNED))
+    assert check(facts(annotations=PINNED), others=(theirs,)) == Verdict()
+    fqdn = {**PINNED, "ray-ft-webhook.io/redis-address": "redis.default.svc.cluster.local:6379"}
+    theirs = parse_raycluster(raycluster(name="b", namespace="team-b", uid="uid-b", annotations=fqdn))
+    assert "as RayCluster team-b/b" in check(facts(annotations=PINNED), others=(theirs,)).warnings[0]
 
 
 def test_pinned_to_another_clusters_uid_is_shared_too() -> None:
     mine = facts(annotations={**FT, **ADDRESS, **SECRET, "ray.io/external-storage-namespace": "uid-b"})
-    assert "RayCluster default/b shares" in check(mine, others=(other("b", "uid-b", {**FT, **ADDRESS}),)
+    assert "as RayCluster default/b" in check(mine, others=(other("b", "uid-b", {**FT, **ADDRESS}),)
                                                      ).warnings[0]
 
 
@@ -210,7 +219,7 @@ def test_shared_storage_namespace_denied_on_create_when_the_admin_says_so() -> N
     # An update that keeps the namespace it already had is not the one to refuse.
     kept = check(facts(annotations={**PINNED, "x": "y"}), old=facts(annotations=PINNED), others=others,
                  settings=settings)
-    assert kept.denied is None and "shares storage" in kept.warnings[0]
+    assert kept.denied is None and "same Redis storage" in kept.warnings[0]
 
 
 @pytest.mark.parametrize("kind", ["RayService", "RayJob"])
@@ -328,16 +337,26 @@ def test_adapter_update_compares_with_the_old_object() -> None:
     assert outcome == "warned" and response["allowed"] is True
 
 
+def test_adapter_says_nothing_for_an_update_of_neither_spec_nor_annotations() -> None:
+    """KubeRay adds its finalizer by an update: its log must not repeat the findings."""
+    old = raycluster(annotations=FT)
+    new = raycluster(annotations=FT)
+    new["metadata"]["finalizers"] = ["ray.io/gcs-ft-redis-cleanup-finalizer"]
+    assert ask(new, operation="UPDATE", old=old) == ({"uid": "u1", "allowed": True}, "ignored")
+    assert ask(raycluster(annotations={**FT, "x": "y"}), operation="UPDATE", old=old)[1] == "warned"
+
+
 def test_adapter_checks_the_live_clusters() -> None:
     response, _ = ask(raycluster(annotations=PINNED), clusters=(other("b", "uid-b", PINNED),))
-    assert "RayCluster default/b shares" in response["warnings"][0]
+    assert "as RayCluster default/b" in response["warnings"][0]
 
 
 def test_every_warning_fits_on_a_kubectl_line_for_ordinary_names() -> None:
     """Warnings are cut at 119 characters by the codec; the ones with names in them must fit for ordinary names."""
     verdicts = [
-        check(facts(annotations=PINNED, name="x" * 30, namespace="team-" + "y" * 20),
-              others=(other("z" * 30, "uid-b", PINNED),)),
+        check(facts(annotations=PINNED, name="x" * 30, namespace="team-" + "y" * 10),
+              others=(parse_raycluster(raycluster(name="z" * 30, namespace="team-" + "y" * 10, uid="uid-b",
+                                                  annotations=PINNED)),)),
         check(facts(annotations=PINNED, uid=""), kind="RayService"),
         check(facts(annotations={**FT}, options={"redisAddress": "redis:6379"})),
         check(facts(annotations={**FT, **ADDRESS}, worker_env=[{"name": TIMEOUT, "value": "60"}])),

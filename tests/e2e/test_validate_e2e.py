@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from testkit import processes
 from testkit.controlplane import ControlPlane
 from testkit.kube import wait_for
 from testkit.kubectl import Kubectl, warnings_of
@@ -48,6 +49,17 @@ def vns(admin: client.ApiClient, validating: None) -> Iterator[str]:
     name = f"val-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(admin).create_namespace(client.V1Namespace(
         metadata=client.V1ObjectMeta(name=name, labels={VALIDATE: "true"})))
+    probe = cluster(name, "probe", annotations={**FT, "ray-ft-webhook.io/inject": "maybe"})
+
+    def denied_by_us() -> bool:
+        try:
+            client.CustomObjectsApi(admin).create_namespaced_custom_object(
+                "ray.io", "v1", name, "rayclusters", probe, dry_run="All")
+        except ApiException as exc:
+            return "ray-ft-webhook" in str(exc.body)
+        return False
+
+    processes.wait_until("the apiserver to call /validate in the new namespace", denied_by_us, 30)
     yield name
 
 
@@ -106,7 +118,7 @@ def test_two_clusters_pinned_to_one_namespace(kubectl: Kubectl, vns: str) -> Non
     pinned = {**FT, **SECRET, "ray.io/external-storage-namespace": "shared-ns"}
     assert kubectl.apply(cluster(vns, "first", annotations=pinned)).returncode == 0
     second = cluster(vns, "second", annotations=pinned)
-    expected = f"GCS state at risk: RayCluster {vns}/first shares storage namespace 'shared-ns' in this Redis"
+    expected = f"GCS state at risk: same Redis storage namespace 'shared-ns' as RayCluster {vns}/first"
     # The webhook learns of `first` through its watch: a server-side dry run shows when it has.
     # The webhook learns of `first` through its watch: a server-side dry run shows when it has.
     wait_for("the webhook's cache to hold the first RayCluster",

@@ -7,6 +7,7 @@ RayClusters the lookup knows (for the shared storage namespace check) and encode
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +38,7 @@ class Validation:
         if req.group != GROUP or req.kind not in EMBEDDED_SPEC or req.operation not in ("CREATE", "UPDATE"):
             return review.allowed(req.uid), Outcome.IGNORED
         new = self._facts(req.kind, req.object, req.namespace)
-        if new is None:
+        if new is None or (req.operation == "UPDATE" and _same_intent(req.object, req.old_object)):
             return review.allowed(req.uid), Outcome.IGNORED
         old = self._facts(req.kind, req.old_object, req.namespace) if req.operation == "UPDATE" else None
         namespace = self.lookup.namespace(new.namespace)
@@ -51,3 +52,14 @@ class Validation:
             return review.denied(req.uid, f"ray-ft-webhook: {verdict.denied}"), Outcome.DENIED
         return review.allowed(req.uid, verdict.warnings), Outcome.WARNED if verdict.warnings else Outcome.ALLOWED
 
+
+
+def _same_intent(new: Any, old: Any) -> bool:
+    """An update that changes neither the spec nor the annotations (a finalizer, a label, KubeRay's bookkeeping):
+    nothing the webhook judges changed, so it says nothing rather than repeat its findings into KubeRay's log."""
+    if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+        return False
+    new_meta, old_meta = new.get("metadata"), old.get("metadata")
+    new_annotations = new_meta.get("annotations") if isinstance(new_meta, Mapping) else None
+    old_annotations = old_meta.get("annotations") if isinstance(old_meta, Mapping) else None
+    return bool(new.get("spec") == old.get("spec") and new_annotations == old_annotations)

@@ -46,3 +46,19 @@ def parse_redis_address(text: str) -> str:
     if problem is not None:
         raise ValueError(f"{text!r}: {problem}")
     return address
+
+
+def canonical_redis_address(address: str, namespace: str) -> str:
+    """`address` as the Redis it reaches from a pod in `namespace`, to tell whether two clusters use one Redis:
+    each entry without its scheme, lower-cased; a host without a dot is a Service of the pod's own namespace
+    (the cluster DNS search path), so `redis:6379` in team-a and in team-b are two Redises, while
+    `redis.team-a.svc.cluster.local` and `redis.team-a.svc` are written out alike."""
+    entries = []
+    for entry in address.split(","):
+        rest = entry.strip().lower().partition("://")[2] or entry.strip().lower()
+        host, _, port = rest.rpartition(":")
+        if "." not in host and not host.startswith("["):
+            host = f"{host}.{namespace}.svc"
+        host = host.removesuffix(".cluster.local")
+        entries.append(f"{host}:{port}")
+    return ",".join(sorted(entries))

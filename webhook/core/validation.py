@@ -9,7 +9,8 @@ make KubeRay's conflicts and shared storage namespaces denials too (`Settings`).
 On UPDATE the warnings are those of the new object (what the update introduces or keeps), a denial only what
 the update introduces (a cluster created before the webhook must stay updatable: KubeRay removes its
 finalizer with an update), never one for a cluster being deleted, and a note when a change only takes effect
-in pods created after it.
+in pods created after it. (An update that changes neither spec nor annotations is answered silently by the
+adapter: KubeRay's own bookkeeping would otherwise repeat the findings into its log.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from webhook.core.plan import (
     plan_cluster,
 )
 from webhook.core.raycluster import ClusterFacts
+from webhook.core.redis_address import canonical_redis_address
 from webhook.core.settings import Settings, quote
 
 # The kinds `/validate` reads, and the field of their spec that holds the RayCluster spec they create.
@@ -75,12 +77,13 @@ def _pins_storage_namespace(c: ClusterFacts) -> bool:
     return bool(c.storage_namespace_annotation) or bool(c.options and c.options.external_storage_namespace)
 
 
-def storage_key(cp: ClusterPlan) -> tuple[str, str] | None:
-    """(Redis address, storage namespace) where the cluster keeps its GCS state, or None when it keeps none."""
+def storage_key(cp: ClusterPlan, namespace: str) -> tuple[str, str] | None:
+    """(the Redis, storage namespace) where a cluster in `namespace` keeps its GCS state, or None when it keeps
+    none; the Redis as `canonical_redis_address` writes it, so two clusters' keys are equal when they share."""
     v = cp.values
     if v is None or v.redis_address is None or not v.storage_namespace:
         return None
-    return v.redis_address, v.storage_namespace
+    return canonical_redis_address(v.redis_address, namespace), v.storage_namespace
 
 
 NamespaceOf = Callable[[str], NamespaceFacts | None]
@@ -98,7 +101,7 @@ def _sharing(c: ClusterFacts, key: tuple[str, str], others: Iterable[ClusterFact
     for other in others:
         if other.uid == c.uid or other.deleting or not (_pins_storage_namespace(other) or other.uid == key[1]):
             continue
-        if storage_key(plan_cluster(other, s, ns=namespace_of(other.namespace))) == key:
+        if storage_key(plan_cluster(other, s, ns=namespace_of(other.namespace)), other.namespace) == key:
             names.append(f"{other.namespace}/{other.name}")
     return sorted(names)
 
@@ -107,7 +110,7 @@ def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFac
                    namespace_of: NamespaceOf = _no_namespaces) -> str | None:
     """The finding when another live RayCluster of `others` keeps its GCS state where `c` (planned as `cp`)
     does, or None: both overwrite each other's state, so neither survives a head restart as meant."""
-    key = storage_key(cp)
+    key = storage_key(cp, c.namespace)
     sharing = _sharing(c, key, others, s, namespace_of) if key is not None else []
     if key is None or not sharing:
         return None
@@ -115,7 +118,7 @@ def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFac
 
 
 def _shared_warning(key: tuple[str, str], sharing: str) -> str:
-    return f"GCS state at risk: RayCluster {sharing} shares storage namespace {quote(key[1], 24)} in this Redis"
+    return f"GCS state at risk: same Redis storage namespace {quote(key[1], 24)} as RayCluster {sharing}"
 
 
 # What a change of the cluster-level plan means for running pods, by the field that changed.
@@ -161,7 +164,7 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
             return Verdict(denied=f"{where}: " + "; ".join(introduced))
         warnings.append(KUBERAY_REFUSES)
 
-    key = storage_key(cp)
+    key = storage_key(cp, new.namespace)
     if key is not None and kind != "RayCluster" and _pins_storage_namespace(new):
         when = "on upgrade" if kind == "RayService" else "on retry"
         warnings.append(f"pinned storage namespace {quote(key[1], 16)}: {when} the old RayCluster's Redis cleanup "
@@ -169,10 +172,12 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
     elif key is not None and kind == "RayCluster":
         sharing = ", ".join(_sharing(new, key, others, s, namespace_of))
         if sharing:
-            moved = old is None or storage_key(plan_cluster(old, s, ns=ns)) != key
+            moved = old is None or storage_key(plan_cluster(old, s, ns=ns), old.namespace) != key
             if s.deny_shared_storage_namespace and moved and not new.deleting:
-                return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(key[0])} is also "
-                                      f"used by RayCluster {sharing}: two clusters overwrite each other's GCS state")
+                address = (cp.values.redis_address if cp.values is not None else None) or ""
+                return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(address)} is "
+                                      f"also used by RayCluster {sharing}: two clusters overwrite each other's "
+                                      "GCS state")
             warnings.append(_shared_warning(key, sharing))
 
     if old is not None and kind == "RayCluster":
