@@ -13,6 +13,7 @@ from webhook.admission import review
 from webhook.admission.handler import Admission
 from webhook.admission.lookup import LookupFailed
 from webhook.admission.metrics import Metrics
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.pod import Owner
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 from webhook.core.settings import LookupFailure, Settings
@@ -22,20 +23,29 @@ class FakeLookup:
     """Cache misses until `fetch` is called; `fetch` fails with `fail` when given."""
 
     def __init__(self, clusters: list[dict[str, Any]], warm: bool, fail: str | None = None) -> None:
-        self.clusters = {(f.namespace, f.name): f for f in map(parse_raycluster, clusters)}
+        self.clusters_by_key = {(f.namespace, f.name): f for f in map(parse_raycluster, clusters)}
         self.warm, self.fail, self.fetches = warm, fail, 0
 
     def cached(self, owner: Owner) -> ClusterFacts | None:
-        return self.clusters.get((owner.namespace, owner.name)) if self.warm else None
+        return self.clusters_by_key.get((owner.namespace, owner.name)) if self.warm else None
 
     async def fetch(self, owner: Owner) -> ClusterFacts:
         self.fetches += 1
         if self.fail:
             raise LookupFailed(self.fail)
-        return self.clusters[(owner.namespace, owner.name)]
+        return self.clusters_by_key[(owner.namespace, owner.name)]
 
     def ready(self) -> bool:
         return True
+
+    def clusters(self) -> list[ClusterFacts]:
+        return list(self.clusters_by_key.values())
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return NamespaceFacts(name)
+
+    async def fetch_namespace(self, name: str) -> NamespaceFacts:
+        return NamespaceFacts(name)
 
 
 def request(obj: Any) -> review.AdmissionRequest:

@@ -18,6 +18,7 @@ from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
 from webhook.core.events import CONFIGURED, DENIED, INCOMPLETE, MAX_NOTE, EventFacts
 from webhook.core.mutation import mutate
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.pod import Owner, read_ray_pod
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 from webhook.core.settings import SecretRef, Settings
@@ -137,6 +138,12 @@ class Lookup:
 
     def clusters(self) -> list[ClusterFacts]:
         return [self.facts]
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return NamespaceFacts(name)
+
+    async def fetch_namespace(self, name: str) -> NamespaceFacts:
+        return NamespaceFacts(name)
 
 
 @pytest.mark.parametrize(("role", "dry_run", "recorded"), [

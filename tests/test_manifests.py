@@ -46,7 +46,12 @@ def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_webhook_configuration_is_tightly_scoped(overlay: str) -> None:
     mwc = one(rendered(overlay), "MutatingWebhookConfiguration")
-    (hook,) = mwc["webhooks"]
+    hook, defaults = mwc["webhooks"]
+    assert hook["name"] == "pods.ray-ft-webhook.io" and defaults["name"] == "rayclusters.ray-ft-webhook.io"
+    assert defaults["failurePolicy"] == "Ignore" and defaults["sideEffects"] == "None"
+    assert defaults["rules"] == [{"apiGroups": ["ray.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                  "resources": ["rayclusters"], "scope": "Namespaced"}]
+    assert defaults["clientConfig"]["service"]["path"] == "/mutate-raycluster"
     assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
     assert hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["failurePolicy"] == "Fail"  # explicit and documented in the manifest
@@ -106,10 +111,11 @@ def test_validating_webhook_never_blocks_and_sees_only_ray_objects(overlay: str)
     assert ns_rule["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(ns_rule["values"])
 
 
-def test_cert_manager_overlay_reads_rayclusters_and_records_events_only() -> None:
+def test_cert_manager_overlay_reads_rayclusters_and_namespaces_and_records_events_only() -> None:
     objs = rendered("cert-manager")
     assert rules_of(objs, "ClusterRole") == [
         {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]
     assert rules_of(objs, "Role") == []
     cert = one(objs, "Certificate")
@@ -124,7 +130,7 @@ def test_cert_manager_overlay_reads_rayclusters_and_records_events_only() -> Non
 def test_self_managed_overlay_rbac_is_limited_to_its_own_objects() -> None:
     objs = rendered("self-managed")
     for rule in rules_of(objs, "Role") + rules_of(objs, "ClusterRole"):
-        if rule["resources"] == ["rayclusters"]:
+        if rule["resources"] in (["rayclusters"], ["namespaces"]):
             assert rule["verbs"] == ["get", "list", "watch"]
         elif rule["resources"] == ["events"]:
             assert rule["verbs"] == ["create", "patch"]

@@ -10,6 +10,7 @@ import pytest
 
 from testkit.kuberay_pods import raycluster
 from webhook.admission import review
+from webhook.admission.lookup import StaticLookup
 from webhook.admission.validate import Validation
 from webhook.core.plan import NO_ADDRESS, plan_cluster
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
@@ -273,7 +274,8 @@ def ask(obj: Any, kind: str = "RayCluster", operation: str = "CREATE", old: Any 
         clusters: tuple[ClusterFacts, ...] = (), settings: Settings | None = None) -> tuple[dict[str, Any], str]:
     req = review.AdmissionRequest(uid="u1", group=group, kind=kind, operation=operation, namespace="team-a",
                                   object=obj, old_object=old)
-    return asyncio.run(Validation(lambda: clusters, settings or Settings()).answer(req))
+    return asyncio.run(Validation(StaticLookup({(c.namespace, c.name): c for c in clusters}),
+                                  settings or Settings()).answer(req))
 
 
 def service(annotations: dict[str, str], spec_field: str = "rayClusterConfig") -> dict[str, Any]:

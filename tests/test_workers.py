@@ -5,8 +5,11 @@ every worker, answers on many connections, and a clean stop of the parent and it
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +18,8 @@ import pytest
 import yaml
 
 from testkit.kuberay_pods import QUICKSTART_UID, pod, quickstart_raycluster, raycluster
-from testkit.processes import children, cmdline, is_running
-from testkit.webhook import WebhookProcess, start_webhook
+from testkit.processes import children, cmdline, connection_owner, is_running, wait_until
+from testkit.webhook import WebhookProcess, metric_sum, start_webhook
 from webhook.cli import options as cli
 from webhook.core.settings import LookupFailure, SecretRef
 
@@ -46,20 +49,76 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]
     hook.stop()
 
 
+def connect(server: WebhookProcess) -> tuple[http.client.HTTPSConnection, int]:
+    """A new TLS connection to the server, and its client port (the handshake done: a worker has accepted it)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
+                                       context=ssl.create_default_context(cafile=str(server.ca)))
+    conn.connect()
+    assert conn.sock is not None
+    return conn, conn.sock.getsockname()[1]
+
+
+def owner(server: WebhookProcess, client_port: int, workers: list[int]) -> int:
+    """The worker process holding the server end of the connection from `client_port`."""
+    return wait_until(f"a worker to hold the connection from port {client_port}",
+                      lambda: connection_owner(server.port, client_port, workers), 5, interval=0.05)
+
+
+def get(conn: http.client.HTTPSConnection, path: str) -> str:
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    assert answer.status == 200
+    return answer.read().decode()
+
+
+def worker_admissions(server: WebhookProcess, workers: list[int]) -> dict[int, float]:
+    """`ray_ft_webhook_admissions_total` of each worker's own registry, read over a connection that worker holds
+    (the kernel picks the worker: new connections until one lands, at most 64 per worker)."""
+    counts: dict[int, float] = {}
+    for _ in range(64 * len(workers)):
+        conn, port = connect(server)
+        with contextlib.closing(conn):
+            pid = owner(server, port, workers)
+            if pid not in counts:
+                counts[pid] = metric_sum(get(conn, "/metrics"), "ray_ft_webhook_admissions_total")
+        if len(counts) == len(workers):
+            return counts
+    raise AssertionError(f"in {64 * len(workers)} connections only workers {sorted(counts)} of {workers} answered")
+
+
+# Connections until each worker has answered this many admissions: at least ENOUGH connections, at most MOST.
+EACH, ENOUGH, MOST = 3, 20, 200
+
+
 def test_two_workers_serve_over_tls(server: WebhookProcess) -> None:
+    """Both workers answer: which worker accepted each connection is read from /proc (the process holding the
+    server socket), and each worker's own /metrics counts exactly the admissions it answered."""
     workers = [pid for pid in children(server.proc.pid) if is_worker(pid)]
     assert len(workers) == 2, server.logs()
+    before = worker_admissions(server, workers)
     p = pod(quickstart_raycluster(), "head")
+    served = dict.fromkeys(workers, 0)
     # A new connection each time: the kernel spreads them over the workers sharing the socket.
-    for i in range(20):
-        with server.client() as client:
-            r = client.post("/mutate", json=review(p, f"uid-{i}"))
-        assert r.status_code == 200
-        resp = r.json()["response"]
+    for i in range(MOST):
+        if i >= ENOUGH and min(served.values()) >= EACH:
+            break
+        conn, port = connect(server)
+        with contextlib.closing(conn):
+            served[owner(server, port, workers)] += 1
+            conn.request("POST", "/mutate", body=json.dumps(review(p, f"uid-{i}")),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 200
+            resp = json.loads(r.read())["response"]
         assert resp["uid"] == f"uid-{i}" and resp["allowed"] is True
         patched = jsonpatch.apply_patch(p, json.loads(base64.b64decode(resp["patch"])))
         env = {e["name"]: e.get("value") for e in patched["spec"]["containers"][0]["env"]}
         assert env["RAY_external_storage_namespace"] == QUICKSTART_UID
+    assert min(served.values()) >= EACH, \
+        f"after {sum(served.values())} connections, admissions answered per worker pid: {served}\n{server.logs()}"
+    print(f"admissions answered per worker pid: {served}")
+    after = worker_admissions(server, workers)
+    assert {pid: after[pid] - before[pid] for pid in workers} == served, f"{before} -> {after}, served {served}"
 
 
 def test_settings_reach_the_workers(server: WebhookProcess) -> None:

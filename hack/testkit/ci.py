@@ -1,5 +1,5 @@
 """What a test does when a tool it needs is missing: with CI=true it fails, elsewhere it skips with one line
-saying how to get the tool; and kubectl, found or built the same way."""
+saying how to get the tool; and kubectl and cert-manager's CRDs, found or fetched the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.paths import TESTBIN_SCRIPT
+from testkit.paths import CERT_MANAGER_SCRIPT, TESTBIN_SCRIPT
 
 
 def in_ci() -> bool:
@@ -40,3 +40,17 @@ def kubectl() -> str:
     if found is None:
         missing("kubectl", "install Go so hack/testbin.sh can build it, or put kubectl on PATH")
     return found
+
+
+def cert_manager_crds() -> Path:
+    """The folder of cert-manager's CRD files: $RAY_FT_WEBHOOK_CERT_MANAGER_CRDS, else fetched from the Go module
+    proxy by hack/cert-manager-crds.sh (needs Go). Missing: fails with CI=true, skips elsewhere."""
+    if override := os.environ.get("RAY_FT_WEBHOOK_CERT_MANAGER_CRDS"):
+        return Path(override)
+    if shutil.which("go") is None:
+        missing("cert-manager's CRDs", "install Go so hack/cert-manager-crds.sh can fetch them from the Go module "
+                "proxy, or point RAY_FT_WEBHOOK_CERT_MANAGER_CRDS at a folder of them")
+    out = subprocess.run(["bash", str(CERT_MANAGER_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    if out.returncode != 0:
+        missing("cert-manager's CRDs", "hack/cert-manager-crds.sh failed (see its output above)")
+    return Path(out.stdout.strip())

@@ -47,6 +47,11 @@ def apply(dyn: DynamicClient, obj: dict[str, Any], namespace: str | None = None)
     return result.to_dict()
 
 
+def rayclusters(api: client.ApiClient) -> int:
+    """How many RayClusters the apiserver holds, in every namespace."""
+    return len(client.CustomObjectsApi(api).list_cluster_custom_object("ray.io", "v1", "rayclusters")["items"])
+
+
 def ensure_namespace(api: client.ApiClient, name: str) -> None:
     with contextlib.suppress(ApiException):
         client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

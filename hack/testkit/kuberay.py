@@ -18,10 +18,12 @@ import http.client
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,7 +37,7 @@ from kubernetes.dynamic import DynamicClient
 from testkit import kube, processes
 from testkit.controlplane import ControlPlane
 from testkit.paths import KUBERAY_SCRIPT, KUBERAY_WRAPPERS, cache_dir
-from testkit.webhook import free_port, make_certs, webhook_configuration
+from testkit.webhook import PODS_HOOK, free_port, make_certs, webhook_configuration
 
 # The operator's own identity: a ServiceAccount name, presented as a client certificate.
 OPERATOR_NAMESPACE = "ray-system"
@@ -232,6 +234,19 @@ class OperatorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the operator (SIGSTOP, then SIGCONT by PID) while something must happen before it acts, e.g. the
+        webhook's watch delivering a new RayCluster before the operator creates its pods. Without leader
+        election a short stop costs the operator nothing; it then reconciles what it missed."""
+        pid = self.pid
+        assert pid is not None, f"ray-operator {self.kuberay.version} is not running"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def logs(self, tail_lines: int = 60) -> str:
         if not self.log_path.exists():
             return ""
@@ -310,9 +325,10 @@ class Observer:
     def configuration(self) -> dict[str, Any]:
         """Our MutatingWebhookConfiguration's rules and selectors, so it sees exactly the pods ours sees."""
         url = f"https://127.0.0.1:{self._server.server_address[1]}/observe"
-        mwc = webhook_configuration(url, (self.workdir / "ca.crt").read_bytes())
+        mwc = webhook_configuration("", (self.workdir / "ca.crt").read_bytes(), only=PODS_HOOK)
         mwc["metadata"] = {"name": self.NAME}
         for hook in mwc["webhooks"]:
+            hook["clientConfig"]["url"] = url
             hook["name"] = "observer.kuberay-tier.test"
             hook["failurePolicy"] = "Ignore"
             hook["reinvocationPolicy"] = "Never"

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 TESTBIN_SCRIPT = REPO / "hack" / "testbin.sh"
 KUBERAY_SCRIPT = REPO / "hack" / "kuberay.sh"
+CERT_MANAGER_SCRIPT = REPO / "hack" / "cert-manager-crds.sh"
 KUBERAY_WRAPPERS = REPO / "hack" / "kuberay"
 
 

@@ -11,7 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,18 @@ def manifest(path: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((MANIFESTS / path).read_text()) if d]
 
 
-def webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
-    """manifests/base's MutatingWebhookConfiguration with clientConfig switched to url + caBundle."""
+PODS_HOOK = "pods.ray-ft-webhook.io"
+
+
+def webhook_configuration(base_url: str, ca_pem: bytes, only: str | None = None) -> dict[str, Any]:
+    """manifests/base's MutatingWebhookConfiguration with each webhook's clientConfig switched to `base_url` + its
+    service path, and a caBundle; `only`: keep that webhook alone (e.g. PODS_HOOK)."""
     (mwc,) = manifest("base/mutatingwebhookconfiguration.yaml")
     mwc = copy.deepcopy(mwc)
+    mwc["webhooks"] = [hook for hook in mwc["webhooks"] if only is None or hook["name"] == only]
     for hook in mwc["webhooks"]:
-        hook["clientConfig"] = {"url": url, "caBundle": certs.ca_bundle(ca_pem)}
+        hook["clientConfig"] = {"url": base_url + hook["clientConfig"]["service"]["path"],
+                                "caBundle": certs.ca_bundle(ca_pem)}
     return mwc
 
 
@@ -168,7 +174,7 @@ class Webhook:
 
     def configuration(self) -> dict[str, Any]:
         """manifests/base's MutatingWebhookConfiguration pointed at this process."""
-        return webhook_configuration(f"https://127.0.0.1:{self.port}/mutate", self.ca_pem)
+        return webhook_configuration(f"https://127.0.0.1:{self.port}", self.ca_pem)
 
     def validating_configuration(self, **kwargs: Any) -> dict[str, Any]:
         """manifests/base's ValidatingWebhookConfiguration pointed at this process (see `validating_configuration`)."""
@@ -176,7 +182,59 @@ class Webhook:
 
     def metric(self, name: str) -> float:
         """The sum of every sample of /metrics whose line starts with `name`."""
+        return metric_sum(self._metrics_text(), name)
+
+    def _metrics_text(self) -> str:
         assert self.process is not None
         with self.process.client() as c:
-            text = c.get("/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+            return c.get("/metrics").text
+
+    def cache_stats(self) -> CacheStats:
+        """The RayCluster cache's counters, from one read of /metrics."""
+        text = self._metrics_text()
+        return CacheStats(*(metric_sum(text, name) for name in (CACHE_HITS, CACHE_MISSES, FALLBACK_GETS, CACHED)))
+
+    def wait_cached(self, held: Callable[[], int], what: str, timeout: float = 20) -> CacheStats:
+        """Wait until the cache holds as many RayClusters (`ray_ft_webhook_rayclusters_cached`) as `held()`
+        says the apiserver holds: the watch has delivered `what`. Call it before any pod of `what` is admitted,
+        so that no fallback GET can have put it there. Fails with the cache's counters otherwise."""
+        last: list[tuple[CacheStats, int]] = []
+
+        def synced() -> CacheStats | None:
+            last[:] = [(stats := self.cache_stats(), expected := held())]
+            return stats if stats.cached == expected else None
+
+        try:
+            return processes.wait_until(f"the webhook's watch to deliver {what}", synced, timeout)
+        except processes.WaitTimeout:
+            stats, expected = last[0]
+            raise AssertionError(
+                f"the watch did not deliver {what} within {timeout:g} s: the cache holds {stats.cached:g} "
+                f"RayClusters, the apiserver {expected} ({stats}); the webhook's log ends:\n"
+                f"{self.process.logs()[-3000:] if self.process else ''}") from None
+
+
+# The RayCluster cache's series (webhook/admission/metrics.py).
+CACHE_HITS = 'ray_ft_webhook_raycluster_cache_total{result="hit"}'
+CACHE_MISSES = 'ray_ft_webhook_raycluster_cache_total{result="miss"}'
+FALLBACK_GETS = "ray_ft_webhook_raycluster_fallback_gets_total"  # every result
+CACHED = "ray_ft_webhook_rayclusters_cached"
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample of a /metrics text whose line starts with `name`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Cache lookups by result, direct GETs after a miss, and RayClusters held, of one webhook process."""
+
+    hits: float
+    misses: float
+    fallback_gets: float
+    cached: float
+
+    def __sub__(self, before: CacheStats) -> CacheStats:
+        return CacheStats(self.hits - before.hits, self.misses - before.misses,
+                          self.fallback_gets - before.fallback_gets, self.cached - before.cached)

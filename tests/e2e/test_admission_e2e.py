@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from testkit.kube import wait_for
+from testkit.kube import rayclusters, wait_for
 from testkit.kuberay_pods import pod, quickstart_raycluster, raycluster
 from testkit.webhook import WEBHOOK_NAMESPACE, Webhook, make_certs
 from webhook.certs import generate as certs
@@ -70,7 +70,9 @@ def names(env: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize("form", ["quickstart", "options", "our-annotations-and-admin-defaults"])
-def test_head_and_worker_get_exact_configuration(admin: client.ApiClient, namespace: str, form: str) -> None:
+def test_head_and_worker_get_exact_configuration(admin: client.ApiClient, namespace: str, webhook: Webhook,
+                                                 form: str) -> None:
+    """Once the watch has delivered the RayCluster, its pods are answered from the cache: hits, no fallback GET."""
     if form == "quickstart":
         rc = quickstart_raycluster()
     elif form == "options":
@@ -79,8 +81,11 @@ def test_head_and_worker_get_exact_configuration(admin: client.ApiClient, namesp
         rc = raycluster(
             annotations={"ray.io/ft-enabled": "true", "ray-ft-webhook.io/worker-reconnect-timeout-s": "900"}
         )
+    # In step first (a deletion of an earlier test may still be on its way), then with this RayCluster.
+    webhook.wait_cached(lambda: rayclusters(admin), "the RayClusters of the earlier tests")
     stored_rc = create_cluster(admin, namespace, rc)
     uid = stored_rc["metadata"]["uid"]
+    cached = webhook.wait_cached(lambda: rayclusters(admin), f"RayCluster {namespace}/{rc['metadata']['name']}")
     for role in ("head", "worker"):
         submitted = pod(stored_rc, role)
         stored = create_pod(admin, namespace, submitted)
@@ -101,6 +106,8 @@ def test_head_and_worker_get_exact_configuration(admin: client.ApiClient, namesp
             expected_timeout = "900" if form == "our-annotations-and-admin-defaults" else "600"
             assert env["RAY_gcs_rpc_server_reconnect_timeout_s"] == expected_timeout
             assert "RAY_external_storage_namespace" not in env
+    used = webhook.cache_stats() - cached
+    assert (used.hits, used.misses, used.fallback_gets) == (2, 0, 0), f"head and worker from the cache: {used}"
 
 
 def test_recreated_raycluster_gets_its_new_uid(admin: client.ApiClient, namespace: str) -> None:

@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from testkit.ci import kubectl
+from testkit import kube
+from testkit.ci import cert_manager_crds, kubectl
 from testkit.controlplane import ControlPlane
 from testkit.kube import wait_for
 from testkit.kuberay_pods import pod, quickstart_raycluster
@@ -41,42 +41,74 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("active")]
 SM_CONFIG = "ray-ft-webhook-sm"   # not the main e2e configuration, which other tests use
 SECRET = "ray-ft-webhook-tls"
 SM_LABEL = "e2e/self-managed"
+# Pod creations (dry runs through both replicas) made before the rotation starts and after both replicas serve
+# the new certificate; about 1 s each on 2 loaded cores.
+AFTER_ROTATION = 50
 LOCAL_ENV = {**os.environ, "NO_PROXY": "127.0.0.1"}
 
 
-@pytest.mark.parametrize("overlay", ["cert-manager", "self-managed"])
-def test_overlay_applies_to_a_real_apiserver(controlplane: ControlPlane, admin: client.ApiClient,
-                                             overlay: str) -> None:
-    ext = client.ApiextensionsV1Api(admin)
-    for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates")):
-        try:
-            ext.create_custom_resource_definition({
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{plural}.cert-manager.io"},
-                "spec": {"group": "cert-manager.io", "scope": "Namespaced",
-                         "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                         "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                             "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-            })
-        except ApiException as exc:
-            assert exc.status == 409
-    wait_for("cert-manager CRDs", lambda: all(
-        any(c.type == "Established" and c.status == "True"
-            for c in (ext.read_custom_resource_definition(f"{p}.cert-manager.io").status.conditions or []))
-        for p in ("issuers", "certificates")))
+@pytest.fixture(scope="module")
+def cert_manager(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """cert-manager's own Issuer and Certificate CRDs (hack/cert-manager-crds.sh, from its Go module): the
+    overlay's objects are validated against cert-manager's schema, not a schema that accepts anything."""
+    folder = cert_manager_crds()
+    dyn = kube.dynamic_client(admin, tmp_path_factory.mktemp("cert-manager"))
+    for plural in ("issuers", "certificates"):
+        for crd in yaml.safe_load_all((folder / f"cert-manager.io_{plural}.yaml").read_text()):
+            if crd:
+                kube.apply(dyn, crd)
+    kube.wait_established(admin, ["issuers.cert-manager.io", "certificates.cert-manager.io"])
+
+
+def rendered_overlay(overlay: str) -> list[dict[str, Any]]:
     rendered = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / "overlays" / overlay)],
                               capture_output=True, text=True, timeout=60, check=True).stdout
     objs = [o for o in yaml.safe_load_all(rendered) if o]
     for obj in objs:  # the e2e tier's own configuration already holds this name (with a url clientConfig)
         if obj["kind"] == "MutatingWebhookConfiguration":
             obj["metadata"]["name"] = "ray-ft-webhook-dry-run"
-    out = subprocess.run(
+    return objs
+
+
+def server_dry_run(controlplane: ControlPlane, objs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply --server-side --dry-run=server` (strict field validation, kubectl's default)."""
+    return subprocess.run(
         [kubectl(), "--kubeconfig", str(controlplane.admin_kubeconfig), "apply", "--server-side",
          "--dry-run=server", "-f", "-"],
         input=yaml.safe_dump_all(objs), capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("overlay", ["cert-manager", "self-managed"])
+def test_overlay_applies_to_a_real_apiserver(controlplane: ControlPlane, cert_manager: None, overlay: str) -> None:
+    objs = rendered_overlay(overlay)
+    out = server_dry_run(controlplane, objs)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == len(objs)
     assert all(line.endswith("serverside-applied (server dry run)") for line in out.stdout.splitlines()), out.stdout
+
+
+# Mistakes a schema that accepts anything lets through; cert-manager's schema must refuse each (the negative
+# control of the test above: it shows the real CRDs are the ones installed).
+BROKEN = {
+    "Issuer with a misspelt issuer type": ("Issuer", "/spec", {"selfsigned": {}}, "selfsigned"),
+    "Certificate with a misspelt field": ("Certificate", "/spec/dnsName", "x.svc", "dnsName"),
+    "Certificate with an unknown key algorithm": ("Certificate", "/spec/privateKey/algorithm", "DSA", "algorithm"),
+    "Certificate with renewBefore a number": ("Certificate", "/spec/renewBefore", 720, "renewBefore"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_cert_manager_objects_are_refused(controlplane: ControlPlane, cert_manager: None, case: str) -> None:
+    kind, path, value, named = BROKEN[case]
+    objs = [o for o in rendered_overlay("cert-manager") if o["kind"] in ("Issuer", "Certificate")]
+    (target,) = [o for o in objs if o["kind"] == kind]
+    *parents, key = path.strip("/").split("/")
+    node = target
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    out = server_dry_run(controlplane, objs)
+    assert out.returncode != 0 and named in out.stderr, f"{case}: accepted\n{out.stdout}{out.stderr}"
 
 
 @dataclass
@@ -219,47 +251,59 @@ def test_self_managed_certificates(admin: client.ApiClient, namespace: str, repl
     wait_for("the caBundle to be restored", lambda: bundles(admin) == [material.ca.cert_pem] * 2, 30)
 
     # CA rotation while pods are being created: no admission fails, replicas serve the new pair unrestarted.
+    # One thread creates pods one after another for the whole rotation (no cap that could end it early on a
+    # fast machine), tallied by the rotation's phase; it ends AFTER_ROTATION creations after both replicas
+    # serve the new certificate, a count (not a race) that 2 loaded cores reach in a few seconds.
     failures: list[str] = []
-    created = 0
+    phase = "old CA"
+    tally: dict[str, int] = {}
     stop = threading.Event()
 
     def churn() -> None:
-        nonlocal created
-        while not stop.is_set() and created < 2000:
+        while not stop.is_set():
+            current = phase
             try:
-                create_labelled_pod(admin, namespace, rc, f"c{created}")
+                create_labelled_pod(admin, namespace, rc, f"c{sum(tally.values())}")
             except ApiException as exc:
-                failures.append(json.loads(exc.body).get("message", str(exc)))
-            created += 1
+                failures.append(f"{current}: {json.loads(exc.body).get('message', str(exc))}")
+            tally[current] = tally.get(current, 0) + 1
 
     thread = threading.Thread(target=churn, daemon=True)
     thread.start()
-    # The CA is declared due (a policy whose renewal window exceeds the CA's life): one reconcile stores the
-    # next CA and extends the caBundle; the leader, on its default policy, completes the rotation.
-    forcing = rotation.Policy(ca_renew_before=rotation.DEFAULT_POLICY.ca_validity * 2)
-    target = CertTarget(namespace=WEBHOOK_NAMESPACE, secret=SECRET, webhook_config=SM_CONFIG,
-                        service="ray-ft-webhook", ips=("127.0.0.1",))
-    rotator = CertSync(client.ApiClient(admin.configuration), target, files=None, identity="test", policy=forcing)
-    wait_for("the next CA to be stored", lambda: rotator.reconcile() or secret_material(admin).next_ca, 30)
+    try:
+        wait_for("pod creations with the old CA", lambda: tally.get("old CA", 0) >= AFTER_ROTATION)
+        # The CA is declared due (a policy whose renewal window exceeds the CA's life): one reconcile stores the
+        # next CA and extends the caBundle; the leader, on its default policy, completes the rotation.
+        forcing = rotation.Policy(ca_renew_before=rotation.DEFAULT_POLICY.ca_validity * 2)
+        target = CertTarget(namespace=WEBHOOK_NAMESPACE, secret=SECRET, webhook_config=SM_CONFIG,
+                            service="ray-ft-webhook", ips=("127.0.0.1",))
+        rotator = CertSync(client.ApiClient(admin.configuration), target, files=None, identity="test",
+                           policy=forcing)
+        wait_for("the next CA to be stored", lambda: rotator.reconcile() or secret_material(admin).next_ca, 30)
+        phase = "next CA stored"
 
-    def promoted() -> rotation.Material | None:
-        current = secret_material(admin)
-        return current if current.ca != material.ca and current.next_ca is None else None
+        def promoted() -> rotation.Material | None:
+            current = secret_material(admin)
+            return current if current.ca != material.ca and current.next_ca is None else None
 
-    new = wait_for("the leader to complete the CA rotation", promoted, 30)
-    assert new.previous_ca == material.ca.cert_pem
-    new.serving.certificate.verify_directly_issued_by(new.ca.certificate)
-    wait_for("the caBundle to trust the new and the old CA",
-             lambda: bundles(admin) == [new.ca.cert_pem + material.ca.cert_pem] * 2)
-    fingerprint = new.serving.certificate.fingerprint(hashes.SHA256())
-    for replica in replicas:
-        wait_for(f"{replica.name} to serve the new certificate",
-                 lambda r=replica: r.served_certificate().fingerprint(hashes.SHA256()) == fingerprint, 30)
-    time.sleep(2)
-    stop.set()
-    thread.join(30)
-    print(f"pods created during the rotation: {created}, failed: {len(failures)}")
-    assert created > 0 and failures == []
+        new = wait_for("the leader to complete the CA rotation", promoted, 30)
+        phase = "new CA promoted"
+        assert new.previous_ca == material.ca.cert_pem
+        new.serving.certificate.verify_directly_issued_by(new.ca.certificate)
+        wait_for("the caBundle to trust the new and the old CA",
+                 lambda: bundles(admin) == [new.ca.cert_pem + material.ca.cert_pem] * 2)
+        fingerprint = new.serving.certificate.fingerprint(hashes.SHA256())
+        for replica in replicas:
+            wait_for(f"{replica.name} to serve the new certificate",
+                     lambda r=replica: r.served_certificate().fingerprint(hashes.SHA256()) == fingerprint, 30)
+        phase = "new certificate served"
+        wait_for(f"{AFTER_ROTATION} pod creations with the new certificate",
+                 lambda: tally.get("new certificate served", 0) >= AFTER_ROTATION or failures, 60)
+    finally:
+        stop.set()
+        thread.join(30)
+    print(f"pods created during the rotation, by phase: {tally}; failed: {len(failures)}")
+    assert failures == [], f"{len(failures)} of {sum(tally.values())} creations failed: {failures[:5]}"
     assert all(r.proc.poll() is None for r in replicas), "no replica restarted"
     with_expiry = [line for line in replicas[0].log.read_text().splitlines() if "TLS certificate reloaded" in line]
     assert with_expiry, "the replica reloaded its certificate"

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +37,15 @@ from kubernetes.client.exceptions import ApiException
 from testkit import kube, podload, processes
 from testkit.controlplane import ControlPlane
 from testkit.podload import FAILED, OK, UNAVAILABLE, UNTOUCHED, WRONG, PodLoad, Target, count, first
-from testkit.webhook import ADMIN_ARGS, Webhook, WebhookProcess, free_port, start_webhook, webhook_configuration
+from testkit.webhook import (
+    ADMIN_ARGS,
+    PODS_HOOK,
+    Webhook,
+    WebhookProcess,
+    free_port,
+    start_webhook,
+    webhook_configuration,
+)
 from tests.e2e.test_install_e2e import (  # the self-managed replicas of the e2e tier, reused as they are
     SECRET,
     SM_LABEL,
@@ -67,8 +76,8 @@ GRACEFUL_SHUTDOWN_S = 10  # webhook.cli.serve.GRACEFUL_SHUTDOWN_S
 
 @contextlib.contextmanager
 def registered(admin: client.ApiClient, url: str, ca_pem: bytes, failure_policy: str = "Fail") -> Iterator[None]:
-    """manifests/base's MutatingWebhookConfiguration pointed at `url`, until the apiserver calls it."""
-    mwc = webhook_configuration(url, ca_pem)
+    """manifests/base's pod webhook pointed at the webhook at `url` (its /mutate), until the apiserver calls it."""
+    mwc = webhook_configuration(url, ca_pem, only=PODS_HOOK)
     mwc["metadata"]["name"] = CONFIG
     for hook in mwc["webhooks"]:
         hook["failurePolicy"] = failure_policy
@@ -130,7 +139,7 @@ def test_apiserver_restart(controlplane: ControlPlane, admin: client.ApiClient, 
         cached = targets(clusters)
         processes.wait_until("the webhook to cache the RayClusters",
                              lambda: metric(proc, "ray_ft_webhook_rayclusters_cached") >= len(clusters), 30)
-        with registered(admin, f"{proc.url}/mutate", hook.ca_pem):
+        with registered(admin, proc.url, hook.ca_pem):
             lists_before = log_lines(proc, "rayclusters listed")
             load = make_load(cached)
             with load:
@@ -244,7 +253,7 @@ def test_rolling_restart_reuse_port(admin: client.ApiClient, webhook_identity: P
     cached = targets(clusters)
     notes: list[str] = []
     try:
-        with registered(admin, f"https://127.0.0.1:{port}/mutate", ca.read_bytes()):
+        with registered(admin, f"https://127.0.0.1:{port}", ca.read_bytes()):
             load = make_load(cached)
             with load:
                 time.sleep(seconds(2))
@@ -272,12 +281,18 @@ def test_rolling_restart_reuse_port(admin: client.ApiClient, webhook_identity: P
                     status = int(head.split(b" ", 2)[1]) if head else 0
                     in_flight = answer_kind(status, rest, want) if status == 200 else f"HTTP {status}"
                     assert in_flight == OK, f"the request in flight at SIGTERM: {in_flight} {head[:200]!r}"
-                    code = old.proc.wait(GRACEFUL_SHUTDOWN_S + 10)
+                    # A bounded wait, not a speed claim: an idle connection holding the exit would keep the
+                    # process up for the keep-alive timeout (KEEP_ALIVE_S, 120 s), far past this bound.
+                    try:
+                        code = old.proc.wait(GRACEFUL_SHUTDOWN_S + 10)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(
+                            f"{name} still running {GRACEFUL_SHUTDOWN_S + 10} s after SIGTERM: something held the "
+                            f"exit past the {GRACEFUL_SHUTDOWN_S} s grace period:\n{old.logs()[-3000:]}") from None
                     exit_s = time.monotonic() - t_term
                     idle.close()
                     assert code == 0, f"{name} exited with {code}:\n{old.logs()[-3000:]}"
                     assert idle_closed, "the server closed the idle keep-alive connection"
-                    assert exit_s < GRACEFUL_SHUTDOWN_S + 2, f"{name} took {exit_s:.1f} s to exit"
                     t_new = time.monotonic()
                     live[name] = start_webhook(workdir, args, port=port, name=f"{name}2")
                     client = "an idle client that never closes" if silent else "its clients closing on close"
@@ -377,7 +392,7 @@ def test_sigkill_failure_policy_fail(admin: client.ApiClient, webhook_identity: 
     hook = Webhook(tmp_path / "webhook", ["--kubeconfig", str(webhook_identity), *ADMIN_ARGS])
     proc = hook.start()
     try:
-        with registered(admin, f"{proc.url}/mutate", hook.ca_pem, "Fail"):
+        with registered(admin, proc.url, hook.ca_pem, "Fail"):
             load = make_load(targets(clusters))
             with load:
                 t_kill, t_restart, t_ready = _kill_and_restart(hook, load)
@@ -411,7 +426,7 @@ def test_sigkill_failure_policy_ignore(controlplane: ControlPlane, admin: client
     hook = Webhook(tmp_path / "webhook", ["--kubeconfig", str(webhook_identity), *ADMIN_ARGS])
     proc = hook.start()
     try:
-        with registered(admin, f"{proc.url}/mutate", hook.ca_pem, "Ignore"):
+        with registered(admin, proc.url, hook.ca_pem, "Ignore"):
             fail_open_before = fail_open_count(controlplane)
             load = make_load(targets(clusters, store=True, labels={"faults/run": run}), store=True,
                              rate=min(RATE, 10.0))

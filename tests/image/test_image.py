@@ -232,13 +232,15 @@ def test_sigterm_exits_0_with_an_idle_keepalive_connection(podman: Podman, tls_d
         assert answer.status == 200 and answer.getheader("connection", "").lower() != "close"
         assert conn.sock is not None  # open and idle, as the apiserver keeps its connections
 
+        # Bounded by podman itself: SIGKILL after GRACE_S. Exit code 0 is the guarantee (the server exited on
+        # SIGTERM with the idle connection open, before the SIGKILL); how long it took is not asserted.
         started = time.monotonic()
         stop = podman("stop", "--time", str(GRACE_S), container.id, timeout=GRACE_S + 30, check=False)
         took = time.monotonic() - started
         assert stop.returncode == 0, stop.stderr
         code = container.inspect(".State.ExitCode")
-        assert code == "0", f"exit code {code} after {took:.1f} s:\n{container.logs()}"
-        assert took < GRACE_S, f"stopped after {took:.1f} s, the grace period is {GRACE_S} s"
+        assert code == "0", (f"exit code {code} {took:.1f} s after SIGTERM (137: still running when podman sent "
+                             f"SIGKILL after the {GRACE_S} s grace period):\n{container.logs()}")
 
         # And the idle connection did not outlive the server: EOF (or a reset), not a read timeout.
         conn.sock.settimeout(5)

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from testkit.ci import in_ci
-from testkit.kube import wait_for
+from testkit.kube import rayclusters, wait_for
 from testkit.kuberay import (
     FT_FINALIZER,
     FT_FLAGS,
@@ -192,8 +192,13 @@ def test_kuberay_pods_carry_a_complete_ft_configuration(
     api, namespace = kuberay.api, kuberay.namespace
     before = admissions(kr_webhook)
 
-    rc = kuberay.apply_cluster(form, raycluster_for(kuberay, form))
-    name, uid = rc["metadata"]["name"], rc["metadata"]["uid"]
+    # The operator waits until the webhook's watch has delivered the RayCluster: every pod it then creates must
+    # be answered from the cache (a watch that never delivers would pass on fallback GETs alone).
+    kr_webhook.wait_cached(lambda: rayclusters(api), "the RayClusters of the earlier tests")
+    with kuberay.operator.paused():
+        rc = kuberay.apply_cluster(form, raycluster_for(kuberay, form))
+        name, uid = rc["metadata"]["name"], rc["metadata"]["uid"]
+        cached = kr_webhook.wait_cached(lambda: rayclusters(api), f"RayCluster {namespace}/{name}")
     # With FT on, KubeRay's first reconcile only adds its Redis cleanup finalizer; the pods follow.
     wait_for(f"KubeRay to add {FT_FINALIZER}",
              lambda: FT_FINALIZER in (get_raycluster(api, namespace, name)["metadata"].get("finalizers") or []))
@@ -217,6 +222,9 @@ def test_kuberay_pods_carry_a_complete_ft_configuration(
     if form == "sample":
         # KubeRay (with the sample's own settings) configured everything: the webhook's patch must be empty.
         assert INJECTED not in head_annotations and INJECTED not in pod_annotations(worker)
+    used = kr_webhook.cache_stats() - cached
+    assert used.hits >= len(pods) and (used.misses, used.fallback_gets) == (0, 0), \
+        f"KubeRay's pods answered from the cache: {used}"
     after = admissions(kr_webhook)
     for outcome in ("patched", "unchanged"):
         expected = sum((INJECTED in pod_annotations(p)) == (outcome == "patched") for p in pods.values())
@@ -247,7 +255,7 @@ def test_redis_cleanup_pods_get_what_the_head_got(
                 continue
             rc = kuberay.apply_cluster(form, raycluster_for(kuberay, form))
             wait_for_ray_pods(api, namespace, rc["metadata"]["name"])
-    before = admissions(kr_webhook)
+    before, cached = admissions(kr_webhook), kr_webhook.cache_stats()
     clusters = {form: name for form, name in kuberay.clusters.items() if form in FORMS}
     uids = {form: get_raycluster(api, namespace, name)["metadata"]["uid"] for form, name in clusters.items()}
 
@@ -297,6 +305,10 @@ def test_redis_cleanup_pods_get_what_the_head_got(
                                f"[{', '.join(injected(stored)) or '-'}]")
     after = admissions(kr_webhook)
     assert after["patched"] - before["patched"] >= patched, f"{before} -> {after}"
+    # The RayClusters being deleted (KubeRay's finalizer holds them) are still in the cache: no fallback GET.
+    used = kr_webhook.cache_stats() - cached
+    assert used.hits >= len(clusters) and (used.misses, used.fallback_gets) == (0, 0), \
+        f"the cleanup pods answered from the cache: {used}"
 
     # The rest of the lifecycle: there is no kubelet, so each cleanup pod is marked Succeeded through the API
     # (what a kubelet reports when the line exits 0); the Job controller completes the Job, KubeRay removes

@@ -1,6 +1,7 @@
-"""The HTTP app: `/mutate` and `/validate` (bytes -> review codec -> handler -> bytes), health, readiness, metrics.
+"""The HTTP app: `/mutate`, `/validate` and `/mutate-raycluster` (bytes -> review codec -> handler -> bytes), health,
+readiness, metrics.
 
-`POST /mutate` and `POST /validate` are served by raw ASGI routes in front of FastAPI: `/mutate` is the hot one,
+The admission paths are served by raw ASGI routes in front of FastAPI: `/mutate` is the hot one,
 and FastAPI/Starlette's middleware stack, request and response objects cost about a third of a request
 there (py-spy, docs/benchmarks.md). The Content-Type is checked before reading, the read stops at
 MAX_BODY_BYTES, and the JSON is parsed once with orjson. Everything else goes to FastAPI. The decision
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from webhook.admission import review
+from webhook.admission.defaults import Defaulting
 from webhook.admission.handler import Admission
 from webhook.admission.limits import MAX_BODY_BYTES, Limits
 from webhook.admission.lookup import RayClusterLookup
@@ -181,8 +183,8 @@ class AdmissionRoute:
 
 
 class WebhookApp:
-    """The ASGI app: `POST /mutate` and `POST /validate` straight to their AdmissionRoute, everything else (and
-    lifespan) to FastAPI."""
+    """The ASGI app: a POST to an admission path straight to its AdmissionRoute, everything else (and lifespan) to
+    FastAPI."""
 
     def __init__(self, routes: dict[str, AdmissionRoute], rest: FastAPI) -> None:
         self.routes, self.rest = routes, rest
@@ -201,14 +203,16 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
     admission = Admission(lookup, settings, metrics, recorder)
-    validation = Validation(lookup.clusters, settings)
+    validation = Validation(lookup, settings)
+    defaulting = Defaulting(lookup, settings)
     app = FastAPI(title="ray-ft-webhook", openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/mutate")
+    @app.post("/mutate-raycluster")
     @app.post("/validate")
     async def admission_unreachable() -> Response:  # pragma: no cover - WebhookApp answers these POSTs first
         """Declared so that other methods on the admission paths get FastAPI's 405."""
-        raise AssertionError("POST /mutate and /validate are served by AdmissionRoute")
+        raise AssertionError("POST to an admission path is served by AdmissionRoute")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -230,4 +234,5 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     return WebhookApp({
         "/mutate": AdmissionRoute(admission.answer, metrics.admissions, metrics, budget, timed=True),
         "/validate": AdmissionRoute(validation.answer, metrics.validations, metrics, budget, timed=False),
+        "/mutate-raycluster": AdmissionRoute(defaulting.answer, metrics.defaulted, metrics, budget, timed=False),
     }, app)

@@ -45,18 +45,21 @@ class Admission:
 
         cluster = self.lookup.cached(pod.owner)
         (self._hit if cluster is not None else self._miss).inc()
-        if cluster is None:
-            try:
+        namespace = self.lookup.namespace(pod.owner.namespace)
+        try:
+            if cluster is None:
                 cluster = await self.lookup.fetch(pod.owner)
-            except LookupFailed as exc:
-                message = f"ray-ft-webhook: {exc}"
-                log.warning("lookup failed", extra={"uid": req.uid, "reason": str(exc)})
-                if self.settings.on_lookup_failure is LookupFailure.ALLOW:
-                    warning = f"GCS FT settings not injected: {exc}"
-                    return review.allowed(req.uid, [warning]), Outcome.LOOKUP_FAILED
-                return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
+            if namespace is None:
+                namespace = await self.lookup.fetch_namespace(pod.owner.namespace)
+        except LookupFailed as exc:
+            message = f"ray-ft-webhook: {exc}"
+            log.warning("lookup failed", extra={"uid": req.uid, "reason": str(exc)})
+            if self.settings.on_lookup_failure is LookupFailure.ALLOW:
+                warning = f"GCS FT settings not injected: {exc}"
+                return review.allowed(req.uid, [warning]), Outcome.LOOKUP_FAILED
+            return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
-        result = mutate(cluster, pod, self.settings)
+        result = mutate(cluster, pod, self.settings, namespace)
         if result.event is not None and self.recorder is not None and not req.dry_run:
             self.recorder.record(cluster, result.event)
         if result.denied is not None:

@@ -1,7 +1,9 @@
-"""Finding the RayCluster that owns a pod: the `RayClusterLookup` protocol the admission handler uses.
+"""Finding the RayCluster that owns a pod, and its Namespace's defaults: the `RayClusterLookup` protocol the
+admission handler uses.
 
-Two implementations: `watch.WatchCache` (production: a watch-fed cache with one bounded fallback GET) and
-`StaticLookup` here (a folder of manifests, for trying the webhook without a cluster). Unit tests use a
+Two implementations: `watch.ApiLookup` (production: watch-fed caches with one bounded fallback GET) and
+`StaticLookup` here (a folder of manifests, for trying the webhook without a cluster: its RayClusters, and
+the Namespaces among them for their defaults). Unit tests use a
 dict-backed fake. Both store parsed ClusterFacts, not raw objects, so parsing happens once per change.
 """
 
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from webhook.common.errors import InputError
 from webhook.common.manifests import load_objects
+from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.pod import Owner
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 
@@ -38,6 +41,12 @@ class RayClusterLookup(Protocol):
     def clusters(self) -> list[ClusterFacts]:
         """Every RayCluster known now (a snapshot): `/validate` looks for another using the same GCS storage."""
 
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        """The cached defaults of Namespace `name`, or None when not seen yet. Never does I/O."""
+
+    async def fetch_namespace(self, name: str) -> NamespaceFacts:
+        """A fresh read of Namespace `name`, bounded in time; raises LookupFailed."""
+
 
 def matches(facts: ClusterFacts, owner: Owner) -> bool:
     return owner.uid is None or not facts.uid or facts.uid == owner.uid
@@ -46,16 +55,22 @@ def matches(facts: ClusterFacts, owner: Owner) -> bool:
 class StaticLookup:
     """RayClusters from a folder of YAML/JSON manifests, read once at start (`--rayclusters-from`)."""
 
-    def __init__(self, clusters: Mapping[Key, ClusterFacts]) -> None:
+    def __init__(self, clusters: Mapping[Key, ClusterFacts],
+                 namespaces: Mapping[str, NamespaceFacts] | None = None) -> None:
         self._clusters = dict(clusters)
+        self._namespaces = dict(namespaces or {})
 
     @classmethod
     def from_folder(cls, folder: Path, default_namespace: str = "default") -> StaticLookup:
         if not folder.is_dir():
             raise InputError(f"{folder}: not a folder")
         clusters: dict[Key, ClusterFacts] = {}
+        namespaces: dict[str, NamespaceFacts] = {}
         for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")):
             for obj in load_objects(path):
+                if obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1":
+                    ns = parse_namespace(obj)
+                    namespaces[ns.name] = ns
                 if obj.get("kind") != "RayCluster":
                     continue
                 metadata = obj.setdefault("metadata", {})
@@ -63,7 +78,7 @@ class StaticLookup:
                     metadata.setdefault("namespace", default_namespace)
                 facts = parse_raycluster(obj)
                 clusters[(facts.namespace, facts.name)] = facts
-        return cls(clusters)
+        return cls(clusters, namespaces)
 
     def __len__(self) -> int:
         return len(self._clusters)
@@ -83,3 +98,9 @@ class StaticLookup:
 
     def clusters(self) -> list[ClusterFacts]:
         return list(self._clusters.values())
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._namespaces.get(name) or NamespaceFacts(name)
+
+    async def fetch_namespace(self, name: str) -> NamespaceFacts:
+        return self._namespaces.get(name) or NamespaceFacts(name)

@@ -26,6 +26,11 @@ class Metrics:
             "ray_ft_webhook_validations", "RayCluster, RayService and RayJob reviews answered (/validate), by outcome.",
             ["outcome"], registry=r,
         )
+        self.defaulted = Counter(
+            "ray_ft_webhook_raycluster_defaults",
+            "RayCluster CREATEs answered (/mutate-raycluster, the Namespace's ft-default), by outcome.",
+            ["outcome"], registry=r,
+        )
         self.latency = Histogram(
             "ray_ft_webhook_admission_duration_seconds", "Time to answer one /mutate request.",
             buckets=LATENCY_BUCKETS, registry=r,

@@ -7,11 +7,11 @@ RayClusters the lookup knows (for the shared storage namespace check) and encode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 from webhook.admission import review
+from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.core.outcome import Outcome
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 from webhook.core.settings import Settings
@@ -23,8 +23,8 @@ GROUP = "ray.io"
 class Validation:
     """The `/validate` handler's logic over a parsed request."""
 
-    def __init__(self, clusters: Callable[[], Iterable[ClusterFacts]], settings: Settings) -> None:
-        self.clusters, self.settings = clusters, settings
+    def __init__(self, lookup: RayClusterLookup, settings: Settings) -> None:
+        self.lookup, self.settings = lookup, settings
 
     def _facts(self, kind: str, obj: Any, namespace: str) -> ClusterFacts | None:
         raycluster = embedded_raycluster(kind, obj)
@@ -40,7 +40,13 @@ class Validation:
         if new is None:
             return review.allowed(req.uid), Outcome.IGNORED
         old = self._facts(req.kind, req.old_object, req.namespace) if req.operation == "UPDATE" else None
-        verdict = validate(req.kind, new, old, self.clusters(), self.settings)
+        namespace = self.lookup.namespace(new.namespace)
+        if namespace is None:
+            try:
+                namespace = await self.lookup.fetch_namespace(new.namespace)
+            except LookupFailed as exc:
+                return review.allowed(req.uid, [f"not checked: {exc}"]), Outcome.LOOKUP_FAILED
+        verdict = validate(req.kind, new, old, self.lookup.clusters(), self.settings, namespace, self.lookup.namespace)
         if verdict.denied is not None:
             return review.denied(req.uid, f"ray-ft-webhook: {verdict.denied}"), Outcome.DENIED
         return review.allowed(req.uid, verdict.warnings), Outcome.WARNED if verdict.warnings else Outcome.ALLOWED

@@ -1,11 +1,12 @@
-"""`WatchCache`: RayClusters from the Kubernetes API, kept in memory by list+watch, with one bounded GET on a miss.
+"""List+watch caches of the Kubernetes API: `WatchCache` (RayClusters) and `NamespaceCache` (the Namespaces whose
+annotations give their RayClusters defaults), each with one bounded GET on a miss.
 
-No API call happens per admission while the cache is warm. A miss (a RayCluster created a moment before
+No API call happens per admission while a cache is warm. A miss (a RayCluster created a moment before
 its pods) or a uid mismatch (deleted and re-created under the same name) costs one direct GET bounded
 by `timeout_s`.
 
-Concurrency: one watch thread per namespace scope and the fallback GET (in asyncio's thread pool) write the
-cache; admissions on the event loop read it. Every write holds `_lock`; a read is one `dict.get` (atomic in
+Concurrency: one watch thread per scope and the fallback GET (in asyncio's thread pool) write a cache;
+admissions on the event loop read it. Every write holds `_lock`; a read is one `dict.get` (atomic in
 CPython) and takes no lock, so the hot path never waits for a relist.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from webhook.admission.lookup import Key, LookupFailed, matches
+from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.pod import Owner
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 
@@ -55,30 +57,41 @@ def _describe(exc: Exception, timeout_s: float | None = None) -> str:
     return type(cause).__name__
 
 
-class WatchCache:
-    """RayClusters from the Kubernetes API: list+watch per namespace scope in a daemon thread each."""
+class _ListWatch:
+    """A dict of parsed objects kept by list+watch, one daemon thread per scope (a namespace, or None: all)."""
 
-    def __init__(self, api_client: Any, namespaces: Iterable[str] = (), timeout_s: float = 2.0,
+    kind = "object"
+
+    def __init__(self, scopes: tuple[str | None, ...], timeout_s: float,
                  on_get: Callable[[str], None] | None = None) -> None:
-        from kubernetes import client
-
-        self._api = client.CustomObjectsApi(api_client)
-        self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
+        self._scopes = scopes
         self._timeout_s = timeout_s
         self._on_get = on_get or (lambda result: None)
-        self._clusters: dict[Key, ClusterFacts] = {}
+        self._items: dict[Any, Any] = {}
         # Held by every writer (watch threads, fallback GETs); readers do one dict.get without it.
         self._lock = threading.Lock()
         self._synced: set[str | None] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    # What a subclass says about its resource.
+    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _parse(self, obj: Mapping[str, Any]) -> tuple[Any, Any]:
+        """(key, facts) of one object."""
+        raise NotImplementedError
+
+    def _in_scope(self, key: Any, scope: str | None) -> bool:
+        return scope is None
+
     def __len__(self) -> int:
-        return len(self._clusters)
+        return len(self._items)
 
     def start(self) -> None:
         for scope in self._scopes:
-            thread = threading.Thread(target=self._run, args=(scope,), name=f"watch-{scope or 'all'}", daemon=True)
+            thread = threading.Thread(target=self._run, args=(scope,), name=f"watch-{self.kind}-{scope or 'all'}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -87,6 +100,118 @@ class WatchCache:
 
     def ready(self) -> bool:
         return len(self._synced) == len(self._scopes)
+
+    def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        """Apply one watch event (ADDED, MODIFIED, DELETED) to the cache."""
+        key, facts = self._parse(obj)
+        with self._lock:
+            if event_type == "DELETED":
+                current = self._items.get(key)
+                if current is not None and getattr(current, "uid", None) == getattr(facts, "uid", None):
+                    del self._items[key]
+            elif event_type in ("ADDED", "MODIFIED"):
+                self._items[key] = facts
+
+    def _replace_scope(self, scope: str | None, fresh: Mapping[Any, Any]) -> None:
+        with self._lock:
+            for key in [k for k in self._items if self._in_scope(k, scope)]:
+                if key not in fresh:
+                    del self._items[key]
+            self._items.update(fresh)
+
+    def _list(self, scope: str | None) -> str:
+        """List in pages, parsing each page before fetching the next: raw objects of 10,000 RayClusters at
+        once would cost hundreds of MB; the parsed facts take about 1.3 KiB each."""
+        func, args = self._list_call(scope)
+        fresh: dict[Any, Any] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": (5, 60)}
+            if token:
+                kwargs["_continue"] = token
+            result = cast(dict[str, Any], _plain(func(*args, **kwargs)))
+            for obj in result.get("items") or []:
+                key, facts = self._parse(obj)
+                fresh[key] = facts
+            token = result["metadata"].get("continue")
+            if not token:
+                break
+        self._replace_scope(scope, fresh)
+        self._synced.add(scope)
+        return str(result["metadata"]["resourceVersion"])
+
+    def _run(self, scope: str | None) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        backoff = 1.0
+        while not self._stop.is_set():
+            phase = "list"
+            try:
+                version = self._list(scope)
+                log.info(f"{self.kind}s listed", extra={"scope": scope or "*", "count": len(self._items)})
+                phase = "watch"
+                while not self._stop.is_set():
+                    w = watch.Watch()
+                    func, args = self._list_call(scope)
+                    for event in w.stream(func, *args, resource_version=version, timeout_seconds=_WATCH_SECONDS,
+                                          allow_watch_bookmarks=True, _request_timeout=(5, _WATCH_SECONDS + 30)):
+                        if event["type"] != "BOOKMARK":
+                            self.apply(event["type"], _plain(event["raw_object"]))
+                        if self._stop.is_set():
+                            w.stop()
+                    version = w.resource_version or version
+                    backoff = 1.0
+            except ApiException as exc:
+                if exc.status == 410:  # the watch's resourceVersion expired: relist at once
+                    log.info(f"{self.kind} watch expired, relisting", extra={"scope": scope or "*"})
+                    continue
+                self._failed(scope, phase, exc, backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except Exception as exc:
+                self._failed(scope, phase, exc, backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _failed(self, scope: str | None, phase: str, exc: Exception, backoff: float) -> None:
+        """Log what failed (the list or the watch, and why), then wait `backoff` seconds or until stopped."""
+        log.warning(f"{self.kind} {phase} failed, retrying", extra={
+            "scope": scope or "*", "reason": _describe(exc), "retry_in_s": backoff})
+        self._stop.wait(backoff)
+
+
+def _plain(obj: Any) -> Any:
+    """A model of the kubernetes client (core API lists and watch events) as the plain dict the parsers read."""
+    if isinstance(obj, Mapping):
+        return obj
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(obj)
+
+
+class WatchCache(_ListWatch):
+    """RayClusters from the Kubernetes API: list+watch per namespace scope in a daemon thread each."""
+
+    kind = "raycluster"
+
+    def __init__(self, api_client: Any, namespaces: Iterable[str] = (), timeout_s: float = 2.0,
+                 on_get: Callable[[str], None] | None = None) -> None:
+        from kubernetes import client
+
+        super().__init__(tuple(namespaces) or (None,), timeout_s, on_get)
+        self._api = client.CustomObjectsApi(api_client)
+        self._clusters: dict[Key, ClusterFacts] = self._items
+
+    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if scope is None:
+            return self._api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+        return self._api.list_namespaced_custom_object, (GROUP, VERSION, scope, PLURAL)
+
+    def _parse(self, obj: Mapping[str, Any]) -> tuple[Key, ClusterFacts]:
+        facts = parse_raycluster(obj)
+        return (facts.namespace, facts.name), facts
+
+    def _in_scope(self, key: Key, scope: str | None) -> bool:
+        return scope is None or key[0] == scope
 
     def clusters(self) -> list[ClusterFacts]:
         with self._lock:
@@ -124,87 +249,72 @@ class WatchCache:
                 self._clusters[key] = facts
         return facts
 
-    def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
-        """Apply one watch event (ADDED, MODIFIED, DELETED) to the cache."""
-        facts = parse_raycluster(obj)
-        key = (facts.namespace, facts.name)
+
+class NamespaceCache(_ListWatch):
+    """The Namespaces' defaults for their RayClusters: one list+watch of all Namespaces (few, small objects), a
+    bounded GET for one not seen yet. A Namespace that does not exist gives no defaults."""
+
+    kind = "namespace"
+
+    def __init__(self, api_client: Any, timeout_s: float = 2.0) -> None:
+        from kubernetes import client
+
+        super().__init__((None,), timeout_s)
+        self._api = client.CoreV1Api(api_client)
+        self._namespaces: dict[str, NamespaceFacts] = self._items
+
+    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return self._api.list_namespace, ()
+
+    def _parse(self, obj: Mapping[str, Any]) -> tuple[str, NamespaceFacts]:
+        facts = parse_namespace(obj)
+        return facts.name, facts
+
+    def cached(self, name: str) -> NamespaceFacts | None:
+        return self._namespaces.get(name)
+
+    async def fetch(self, name: str) -> NamespaceFacts:
+        return await asyncio.to_thread(self._get, name)
+
+    def _get(self, name: str) -> NamespaceFacts:
+        try:
+            obj = self._api.read_namespace(name, _request_timeout=self._timeout_s)
+        except Exception as exc:
+            raise LookupFailed(f"cannot read Namespace {name}: {_describe(exc, self._timeout_s)}") from None
+        facts = parse_namespace(_plain(obj))
         with self._lock:
-            if event_type == "DELETED":
-                current = self._clusters.get(key)
-                if current is not None and current.uid == facts.uid:
-                    del self._clusters[key]
-            elif event_type in ("ADDED", "MODIFIED"):
-                self._clusters[key] = facts
+            self._namespaces.setdefault(name, facts)
+        return facts
 
-    def _replace_scope(self, scope: str | None, fresh: Mapping[Key, ClusterFacts]) -> None:
-        with self._lock:
-            for key in [k for k in self._clusters if scope is None or k[0] == scope]:
-                if key not in fresh:
-                    del self._clusters[key]
-            self._clusters.update(fresh)
 
-    def _list(self, scope: str | None) -> str:
-        """List in pages, parsing each page before fetching the next: raw objects of 10,000 RayClusters at
-        once would cost hundreds of MB; the parsed facts take about 1.3 KiB each."""
-        fresh: dict[Key, ClusterFacts] = {}
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": (5, 60)}
-            if token:
-                kwargs["_continue"] = token
-            if scope is None:
-                page = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
-            else:
-                page = self._api.list_namespaced_custom_object(GROUP, VERSION, scope, PLURAL, **kwargs)
-            result = cast(dict[str, Any], page)
-            for facts in map(parse_raycluster, result.get("items") or []):
-                fresh[(facts.namespace, facts.name)] = facts
-            token = result["metadata"].get("continue")
-            if not token:
-                break
-        self._replace_scope(scope, fresh)
-        self._synced.add(scope)
-        return str(result["metadata"]["resourceVersion"])
+class ApiLookup:
+    """The `RayClusterLookup` of `serve` with the Kubernetes API: the RayCluster cache and the Namespace cache."""
 
-    def _run(self, scope: str | None) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
+    def __init__(self, rayclusters: WatchCache, namespaces: NamespaceCache) -> None:
+        self.rayclusters, self.namespaces = rayclusters, namespaces
 
-        backoff = 1.0
-        while not self._stop.is_set():
-            phase = "list"
-            try:
-                version = self._list(scope)
-                log.info("rayclusters listed", extra={"scope": scope or "*", "count": len(self._clusters)})
-                phase = "watch"
-                while not self._stop.is_set():
-                    w = watch.Watch()
-                    func: Callable[..., Any]
-                    args: tuple[str, ...]
-                    if scope is None:
-                        func, args = self._api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
-                    else:
-                        func, args = self._api.list_namespaced_custom_object, (GROUP, VERSION, scope, PLURAL)
-                    for event in w.stream(func, *args, resource_version=version, timeout_seconds=_WATCH_SECONDS,
-                                          allow_watch_bookmarks=True, _request_timeout=(5, _WATCH_SECONDS + 30)):
-                        if event["type"] != "BOOKMARK":
-                            self.apply(event["type"], event["object"])
-                        if self._stop.is_set():
-                            w.stop()
-                    version = w.resource_version or version
-                    backoff = 1.0
-            except ApiException as exc:
-                if exc.status == 410:  # the watch's resourceVersion expired: relist at once
-                    log.info("raycluster watch expired, relisting", extra={"scope": scope or "*"})
-                    continue
-                self._failed(scope, phase, exc, backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            except Exception as exc:
-                self._failed(scope, phase, exc, backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+    def start(self) -> None:
+        self.rayclusters.start()
+        self.namespaces.start()
 
-    def _failed(self, scope: str | None, phase: str, exc: Exception, backoff: float) -> None:
-        """Log what failed (the list or the watch, and why), then wait `backoff` seconds or until stopped."""
-        log.warning(f"raycluster {phase} failed, retrying", extra={
-            "scope": scope or "*", "reason": _describe(exc), "retry_in_s": backoff})
-        self._stop.wait(backoff)
+    def stop(self) -> None:
+        self.rayclusters.stop()
+        self.namespaces.stop()
+
+    def ready(self) -> bool:
+        return self.rayclusters.ready() and self.namespaces.ready()
+
+    def cached(self, owner: Owner) -> ClusterFacts | None:
+        return self.rayclusters.cached(owner)
+
+    async def fetch(self, owner: Owner) -> ClusterFacts:
+        return await self.rayclusters.fetch(owner)
+
+    def clusters(self) -> list[ClusterFacts]:
+        return self.rayclusters.clusters()
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self.namespaces.cached(name)
+
+    async def fetch_namespace(self, name: str) -> NamespaceFacts:
+        return await self.namespaces.fetch(name)

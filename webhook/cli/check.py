@@ -20,6 +20,7 @@ import orjson
 
 from webhook.cli.options import fail, resolve_env, settings_from
 from webhook.core.inspection import ClusterReport, Head, Status, inspect_cluster
+from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.pod import CLUSTER_LABEL, NODE_TYPE_LABEL
 from webhook.core.raycluster import parse_raycluster
 
@@ -106,6 +107,19 @@ def _head_pods(api: Any, namespace: str | None, chunk_size: int,
     return out
 
 
+def _namespaces(api: Any, scope: str | None, chunk_size: int, progress: _Progress) -> dict[str, NamespaceFacts]:
+    """The Namespaces' defaults for their RayClusters (their `ray-ft-webhook.io/` annotations)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    if scope is not None:
+        response: Any = core.read_namespace(scope, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        found = [orjson.loads(response.data)]
+    else:
+        found = _list(core.list_namespace, chunk_size, "Namespaces", progress)
+    return {ns.name: ns for ns in map(parse_namespace, found)}
+
+
 def _config_map(api: Any, namespace: str, name: str) -> tuple[str, dict[str, str]]:
     """The name and data of ConfigMap `name`, or of the one kustomize generated from it (`name-<hash>`) when
     that is the only one; exit 2 when there is none, or several to choose from."""
@@ -162,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             args.namespace or kube.current_namespace(args.kubeconfig) or "default")
         objects = _rayclusters(api, scope, args.chunk_size, progress)
         heads = _head_pods(api, scope, args.chunk_size, progress)
+        namespaces = _namespaces(api, scope, args.chunk_size, progress)
     except InputError as exc:
         fail(COMMAND, str(exc))
     except ApiException as exc:
@@ -170,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         fail(COMMAND, f"cannot reach the Kubernetes API: {_reason(exc)}")
 
     clusters = [parse_raycluster(obj) for obj in objects]
-    reports = [inspect_cluster(c, heads.get((c.namespace, c.name), []), settings, clusters) for c in clusters]
+    reports = [inspect_cluster(c, heads.get((c.namespace, c.name), []), settings, clusters, namespaces.get)
+               for c in clusters]
     reports.sort(key=lambda r: (r.namespace, r.name))
     progress.note(f"checked {len(reports)} RayClusters")
     if args.output == "json":

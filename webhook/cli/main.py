@@ -54,7 +54,9 @@ def _render(args: argparse.Namespace) -> int:
     from webhook.common.manifests import load_one
 
     try:
-        result = render(load_one(args.raycluster, "RayCluster"), load_one(args.pod, "Pod"), settings_from(args))
+        namespace = load_one(args.namespace_object, "Namespace") if args.namespace_object is not None else None
+        result = render(load_one(args.raycluster, "RayCluster"), load_one(args.pod, "Pod"), settings_from(args),
+                        namespace)
     except InputError as exc:
         fail("render", str(exc))
     for warning in result.warnings:

@@ -23,10 +23,13 @@ from webhook.certs.sync import CertTarget
 from webhook.core.redis_address import parse_redis_address
 from webhook.core.settings import (
     KUBERAY_WORKER_RECONNECT_TIMEOUT_S,
+    CARef,
     LookupFailure,
     SecretRef,
     Settings,
+    parse_object_name,
     parse_positive_int,
+    parse_server_name,
 )
 
 ENV_PREFIX = "RAY_FT_WEBHOOK_"
@@ -82,12 +85,27 @@ def resolve_env(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(f"{where}{env}: {exc}")
 
 
+def _ca_secret(text: str) -> CARef:
+    return CARef.parse("Secret", text)
+
+
+def _ca_configmap(text: str) -> CARef:
+    return CARef.parse("ConfigMap", text)
+
+
 def _add_defaults(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the admin's defaults (used when a RayCluster gives no value)")
     _add(group, "--default-redis-address", "Redis address for RAY_REDIS_ADDRESS, e.g. redis.ray:6379",
          parse_redis_address)
     _add(group, "--default-redis-password-secret",
          "Secret NAME or NAME/KEY (key default: password) for REDIS_PASSWORD", SecretRef.parse)
+    _add(group, "--default-redis-ca-secret", "Secret NAME or NAME/KEY (key default: ca.crt) holding the CA of a "
+         "rediss:// Redis, mounted for RAY_REDIS_CA_CERT", _ca_secret)
+    _add(group, "--default-redis-ca-configmap", "the same from a ConfigMap", _ca_configmap)
+    _add(group, "--default-redis-client-cert-secret", "kubernetes.io/tls Secret NAME: the client certificate for "
+         "mutual TLS (RAY_REDIS_CLIENT_CERT, RAY_REDIS_CLIENT_KEY)", parse_object_name)
+    _add(group, "--default-redis-server-name", "the name Redis's certificate is checked for (RAY_REDIS_SERVER_NAME)",
+         parse_server_name)
     _add(group, "--worker-reconnect-timeout-s", "seconds workers wait for GCS to come back",
          parse_positive_int, default=KUBERAY_WORKER_RECONNECT_TIMEOUT_S)
     _add(group, "--head-reconnect-timeout-s",
@@ -95,9 +113,14 @@ def _add_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    if args.default_redis_ca_secret is not None and args.default_redis_ca_configmap is not None:
+        fail(args.command, "--default-redis-ca-secret and --default-redis-ca-configmap: give one, not both")
     return Settings(
         default_redis_address=args.default_redis_address,
         default_redis_password_secret=args.default_redis_password_secret,
+        default_redis_ca=args.default_redis_ca_secret or args.default_redis_ca_configmap,
+        default_redis_client_cert_secret=args.default_redis_client_cert_secret,
+        default_redis_server_name=args.default_redis_server_name,
         worker_reconnect_timeout_s=args.worker_reconnect_timeout_s,
         head_reconnect_timeout_s=args.head_reconnect_timeout_s,
         on_lookup_failure=getattr(args, "on_lookup_failure", LookupFailure.DENY),
@@ -259,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--raycluster", type=Path, required=True, help="RayCluster manifest (YAML or JSON)")
     render.add_argument("--pod", type=Path, required=True, help="Pod manifest (YAML or JSON)")
+    render.add_argument("--namespace-object", type=Path, help="the pod's Namespace manifest (YAML or JSON): its "
+                        "ray-ft-webhook.io/ annotations are defaults for its RayClusters")
     render.add_argument("--output", choices=["patch", "pod"], default="patch", help="what to print (default: patch)")
     _add_defaults(render)
 
@@ -388,6 +413,8 @@ def _env_value(value: Any) -> str | None:
         return ",".join(value)
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, CARef):
+        return f"{value.name}/{value.key}"
     return str(value)
 
 

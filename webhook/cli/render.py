@@ -11,6 +11,7 @@ import jsonpatch
 from webhook.common.errors import InputError
 from webhook.core.events import EventFacts
 from webhook.core.mutation import mutate
+from webhook.core.namespace import parse_namespace
 from webhook.core.patches import Op
 from webhook.core.pod import InvalidPod, read_ray_pod
 from webhook.core.raycluster import parse_raycluster
@@ -32,8 +33,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Settings) -> Rendered:
-    """The patch the server would answer for `pod` (owned by `raycluster`), and the patched pod.
+def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Settings,
+           namespace_object: Mapping[str, Any] | None = None) -> Rendered:
+    """The patch the server would answer for `pod` (owned by `raycluster`, in the Namespace `namespace_object`
+    whose annotations give defaults), and the patched pod.
 
     The namespace is the pod's, else the RayCluster's, else `default`. Raises InputError when the pod is not
     a Ray pod of this RayCluster or cannot be read.
@@ -53,7 +56,10 @@ def render(raycluster: Mapping[str, Any], pod: Mapping[str, Any], settings: Sett
             f"the pod belongs to RayCluster {facts.owner.name!r} (uid {facts.owner.uid}), "
             f"not to {cluster.name!r} (uid {cluster.uid or 'unset'})"
         )
-    result = mutate(cluster, facts, settings)
+    ns = parse_namespace(namespace_object) if namespace_object is not None else None
+    if ns is not None and ns.name != facts.owner.namespace:
+        raise InputError(f"the Namespace object is {ns.name!r}, the pod's namespace is {facts.owner.namespace!r}")
+    result = mutate(cluster, facts, settings, ns)
     patch = list(result.ops)
     return Rendered(
         pod=jsonpatch.apply_patch(pod, patch) if patch else dict(pod),

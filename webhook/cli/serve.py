@@ -27,7 +27,7 @@ from webhook.admission.app import Health, WebhookApp, create_app
 from webhook.admission.lookup import RayClusterLookup, StaticLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
-from webhook.admission.watch import WatchCache
+from webhook.admission.watch import ApiLookup, NamespaceCache, WatchCache
 from webhook.certs.sync import CertSync, CertTarget
 from webhook.certs.tls import ReloadingTLS
 from webhook.cli.options import ServeOptions, options_from_env
@@ -76,8 +76,9 @@ def build_lookup(opts: ServeOptions, metrics: Metrics, api: Any) -> RayClusterLo
     cache = WatchCache(api, opts.namespaces, opts.lookup_timeout_s,
                        on_get=lambda result: metrics.fallback_gets.labels(result).inc())
     metrics.cached_clusters.set_function(lambda: len(cache))
-    cache.start()
-    return cache
+    lookup = ApiLookup(cache, NamespaceCache(api, opts.lookup_timeout_s))
+    lookup.start()
+    return lookup
 
 
 def _uvicorn_options(opts: ServeOptions) -> dict[str, Any]:
@@ -154,7 +155,7 @@ def run(opts: ServeOptions, settings: Settings) -> None:
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
-        if isinstance(lookup, WatchCache):
+        if isinstance(lookup, ApiLookup):
             lookup.stop()
         if recorder is not None:
             recorder.stop()

@@ -1,7 +1,8 @@
 """The catalogue of annotation keys the webhook reads or writes, each documented where it is declared.
 
 Ours live under `ray-ft-webhook.io/` and are read from the RayCluster (RayService and RayJob copy their
-annotations onto the RayCluster they create). KubeRay's are read with KubeRay's exact semantics.
+annotations onto the RayCluster they create) and from its Namespace (defaults for every RayCluster in it).
+KubeRay's are read with KubeRay's exact semantics.
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ REDIS_USERNAME = PREFIX + "redis-username"
 WORKER_RECONNECT_TIMEOUT_S = PREFIX + "worker-reconnect-timeout-s"
 # RayCluster: the same for the head; only injected when set here or by the admin; positive integer.
 HEAD_RECONNECT_TIMEOUT_S = PREFIX + "head-reconnect-timeout-s"
-# Pod (written): comma-separated names the webhook added (env vars, annotations, ray start flags).
+# RayCluster: the CA Redis's certificate is checked against, `NAME` or `NAME/KEY` of a Secret or of a ConfigMap in the
+# cluster's namespace (key default ca.crt); mounted read-only, RAY_REDIS_CA_CERT names the file. Only with rediss://.
+REDIS_CA_SECRET = PREFIX + "redis-ca-secret"
+REDIS_CA_CONFIGMAP = PREFIX + "redis-ca-configmap"
+# RayCluster: `NAME` of a kubernetes.io/tls Secret (tls.crt, tls.key): the client certificate for mutual TLS.
+REDIS_CLIENT_CERT_SECRET = PREFIX + "redis-client-cert-secret"
+# RayCluster: the name Redis's certificate is checked for, when it is not the address's host (RAY_REDIS_SERVER_NAME).
+REDIS_SERVER_NAME = PREFIX + "redis-server-name"
+# Namespace only: "enabled" turns GCS FT on for RayClusters created there without an FT setting (not those of a
+# RayJob); "enabled-including-rayjobs" for those too; "disabled" (or absent) leaves them alone.
+FT_DEFAULT = PREFIX + "ft-default"
+# Pod (written): comma-separated names the webhook added (env vars, annotations, ray start flags, volumes).
 INJECTED = PREFIX + "injected"
 
 # KubeRay's, on the RayCluster: FT is on when the value, lower-cased, is "true".
@@ -29,7 +41,11 @@ RAY_FT_ENABLED = "ray.io/ft-enabled"
 # KubeRay's, on the RayCluster and written to the head pod: the GCS storage namespace in Redis.
 RAY_EXTERNAL_STORAGE_NAMESPACE = "ray.io/external-storage-namespace"
 
-# Every key of ours the parser understands; anything else under PREFIX on a RayCluster is reported.
+# Every key of ours the parser understands; anything else under PREFIX on a RayCluster is reported. A Namespace
+# takes the same keys (its RayClusters' defaults, below their own annotations and above the admin's flags) and
+# FT_DEFAULT.
 RAYCLUSTER_KEYS = frozenset(
-    {INJECT, REDIS_ADDRESS, REDIS_PASSWORD_SECRET, REDIS_USERNAME, WORKER_RECONNECT_TIMEOUT_S, HEAD_RECONNECT_TIMEOUT_S}
+    {INJECT, REDIS_ADDRESS, REDIS_PASSWORD_SECRET, REDIS_USERNAME, WORKER_RECONNECT_TIMEOUT_S, HEAD_RECONNECT_TIMEOUT_S,
+     REDIS_CA_SECRET, REDIS_CA_CONFIGMAP, REDIS_CLIENT_CERT_SECRET, REDIS_SERVER_NAME}
 )
+NAMESPACE_KEYS = RAYCLUSTER_KEYS | {FT_DEFAULT}

@@ -18,12 +18,13 @@ comes from (`validation.describe`), and a differing password by its name only.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from webhook.core import annotations as ann
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.plan import (
     ENV_RECONNECT_TIMEOUT,
     ENV_REDIS_ADDRESS,
@@ -235,7 +236,8 @@ def _same(live: EnvVar, planned: EnvVar | None) -> bool:
     return planned is not None and live.to_k8s() == planned.to_k8s()
 
 
-def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings) -> tuple[str, ...]:
+def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings,
+           ns: NamespaceFacts | None) -> tuple[str, ...]:
     """Each value the webhook injected earlier that it would inject differently now (or not at all)."""
     injected = set(_injected(facts))
     env_names = {name for name in injected if name in facts.env_names}
@@ -243,7 +245,7 @@ def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings
     if not env_names and not annotation_keys:
         return ()
     before = read_ray_pod(_without(pod, env_names, annotation_keys), facts.owner.namespace)
-    decision = decide(c, before, s) if before is not None else None
+    decision = decide(c, before, s, ns) if before is not None else None
     if not isinstance(decision, Plan):
         return ()
     planned = _planned_env(decision)
@@ -264,7 +266,8 @@ def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings
     return tuple(out)
 
 
-def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings, ft_on: bool) -> HeadReport:
+def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings, ft_on: bool,
+          ns: NamespaceFacts | None = None) -> HeadReport:
     """The head pod's report. The plan's gaps for the pod (`Plan.gaps`) are not reported again: they are the
     cluster's (`plan.cluster_gaps`) as far as the pod carries the configuration."""
     if pod is None:
@@ -283,22 +286,25 @@ def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings, ft_on: bo
             stale = tuple(f"{n}: injected earlier, not now" for n in injected)
             return HeadReport(Head.STALE, name, stale=stale)
         return HeadReport(Head.NOT_APPLICABLE, name)
-    decision = decide(c, facts, s)
+    decision = decide(c, facts, s, ns)
     if isinstance(decision, Deny):  # not reached: a denied cluster is not FT on
         return HeadReport(Head.UNREADABLE, name, detail=decision.message)
     if not decision.is_empty:
         return HeadReport(Head.MISSING, name, missing=decision.injected_names)
-    stale = _stale(c, pod, facts, s)
+    stale = _stale(c, pod, facts, s, ns)
     if stale:
         return HeadReport(Head.STALE, name, stale=stale)
     return HeadReport(Head.CARRIES, name)
 
 
 def inspect_cluster(c: ClusterFacts, head_pods: Sequence[Mapping[str, Any]], s: Settings,
-                    others: Iterable[ClusterFacts]) -> ClusterReport:
+                    others: Iterable[ClusterFacts],
+                    namespace_of: Callable[[str], NamespaceFacts | None] = lambda name: None) -> ClusterReport:
     """`check`'s report on RayCluster `c` under the admin's settings `s`: `head_pods` the pods labelled as its
-    head (`pick_head` chooses), `others` the other live RayClusters (for the shared storage namespace)."""
-    cp = plan_cluster(c, s)
+    head (`pick_head` chooses), `others` the other live RayClusters (for the shared storage namespace),
+    `namespace_of` the Namespaces' defaults."""
+    ns = namespace_of(c.namespace)
+    cp = plan_cluster(c, s, ns=ns)
     pod = pick_head(c, head_pods)
     if cp.denied is not None:
         report = _head(c, pod, s, ft_on=False)
@@ -315,10 +321,10 @@ def inspect_cluster(c: ClusterFacts, head_pods: Sequence[Mapping[str, Any]], s: 
         report = _head(c, pod, s, ft_on=False)
         return ClusterReport(c.namespace, c.name, ft, why, (), tuple(findings), (), report, c.deleting)
     gaps = list(cluster_gaps(c, cp))
-    shared = shared_storage(c, cp, others, s)
+    shared = shared_storage(c, cp, others, s, namespace_of)
     if shared is not None:
         findings.append(shared)
         gaps.append(shared)
-    report = _head(c, pod, s, ft_on=True)
+    report = _head(c, pod, s, ft_on=True, ns=ns)
     return ClusterReport(c.namespace, c.name, FT.ON, _why_on(c), _values(c, cp.values),
                          tuple(dict.fromkeys(findings)), tuple(dict.fromkeys(gaps)), report, c.deleting)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.core.events import EventFacts, denied_event, head_event
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.outcome import Outcome
 from webhook.core.patches import Op, build_ops
 from webhook.core.plan import Deny, decide, plan_cluster
@@ -34,12 +35,13 @@ class Mutation:
         return Outcome.PATCHED if self.ops else Outcome.UNCHANGED
 
 
-def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings) -> Mutation:
-    """Decide for `pod` and build its patch."""
-    decision = decide(cluster, pod, settings)
+def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings,
+           namespace: NamespaceFacts | None = None) -> Mutation:
+    """Decide for `pod` (of `cluster`, in `namespace`, whose defaults apply) and build its patch."""
+    decision = decide(cluster, pod, settings, namespace)
     head = pod.role == "head"
     if isinstance(decision, Deny):
         return Mutation(denied=decision.message, event=denied_event(decision.message) if head else None)
-    event = head_event(decision, plan_cluster(cluster, settings, pod.owner.uid).values) if head else None
+    event = head_event(decision, plan_cluster(cluster, settings, pod.owner.uid, namespace).values) if head else None
     return Mutation(ops=tuple(build_ops(pod, decision)), warnings=decision.warnings, skipped=decision.skipped,
                     event=event)

@@ -1,15 +1,17 @@
 """Turn a Plan into explicit RFC 6902 JSON Patch ops against the pod it was made for.
 
-Only `add` and `replace`, only on the Ray container's env/args and the pod's annotations (`replace` of an
-env entry only for KubeRay's own empty REDIS_PASSWORD/RAY_REDIS_ADDRESS placeholders, see plan; `replace` of
-args[0] for a `ray start` flag or the Redis cleanup pod's username). A missing
+Only `add` and `replace`, only on the Ray container's env, args and volumeMounts and the pod's volumes and
+annotations (`replace` of an env entry only for KubeRay's own empty REDIS_PASSWORD/RAY_REDIS_ADDRESS
+placeholders, see plan; `replace` of args[0] for a `ray start` flag or the Redis cleanup pod's username). A missing
 `annotations` map or `env` list is created once, whole; after that, ops address single keys (`/-` for
 env). The builder tracks what it created, so no later op assumes the original document (the bug that
-lost volumes in vault-k8s). Order is fixed: annotations, env, then the command lines.
+lost volumes in vault-k8s). Order is fixed: annotations, env, the command lines, then volumes and mounts
+(Redis TLS files).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 from webhook.core import annotations as ann
@@ -69,4 +71,16 @@ def build_ops(pod: PodFacts, plan: Plan) -> list[Op]:
             ops.append(Op(op="replace", path=f"{CONTAINER}/env/{pod.gen_cmd_index}/value", value=gen))
     if plan.cleanup_args0 is not None:  # the plan sets it only when it differs from the pod's args[0]
         ops.append(Op(op="replace", path=f"{CONTAINER}/args/0", value=plan.cleanup_args0))
+    ops += _append("/spec/volumes", pod.volumes is None, plan.volumes)
+    ops += _append(f"{CONTAINER}/volumeMounts", pod.mounts is None, plan.volume_mounts)
     return ops
+
+
+def _append(path: str, missing: bool, items: tuple[Mapping[str, Any], ...]) -> list[Op]:
+    """Ops adding `items` to the list at `path`: the list whole when the pod has none, else one `/-` each."""
+    copies = [dict(item) for item in items]
+    if not copies:
+        return []
+    if missing:
+        return [Op(op="add", path=path, value=copies)]
+    return [Op(op="add", path=f"{path}/-", value=item) for item in copies]

@@ -13,16 +13,22 @@ from typing import Any
 
 from webhook.core import annotations as ann
 from webhook.core import cleanup, raystart
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
 from webhook.core.redis_address import address_problem
-from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, Settings, parse_positive_int, quote
+from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, CARef, Settings, parse_positive_int, quote
 
 ENV_STORAGE_NAMESPACE = "RAY_external_storage_namespace"
 ENV_REDIS_ADDRESS = "RAY_REDIS_ADDRESS"
 ENV_REDIS_USERNAME = "REDIS_USERNAME"
 ENV_REDIS_PASSWORD = "REDIS_PASSWORD"
 ENV_RECONNECT_TIMEOUT = "RAY_gcs_rpc_server_reconnect_timeout_s"
+# Redis over TLS: Ray's RayConfig entries REDIS_CA_CERT, REDIS_CLIENT_CERT/KEY, REDIS_SERVER_NAME (ray_config_def.h).
+ENV_REDIS_CA_CERT = "RAY_REDIS_CA_CERT"
+ENV_REDIS_CLIENT_CERT = "RAY_REDIS_CLIENT_CERT"
+ENV_REDIS_CLIENT_KEY = "RAY_REDIS_CLIENT_KEY"
+ENV_REDIS_SERVER_NAME = "RAY_REDIS_SERVER_NAME"
 # The key of the workers' reconnect timeout in `Values.sources` (the head's is ENV_RECONNECT_TIMEOUT).
 WORKER_TIMEOUT = "worker " + ENV_RECONNECT_TIMEOUT
 
@@ -70,6 +76,9 @@ class Plan:
     ray_start_flags: tuple[str, ...] = ()
     # The Redis cleanup pod's rewritten args[0] (told to pass the injected REDIS_USERNAME), or None.
     cleanup_args0: str | None = None
+    # Pod volumes and the Ray container's mounts to add (Redis TLS files), as Kubernetes writes them.
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     # The warnings that leave GCS FT not working as meant (no Redis address, a username GCS would abort on...).
     gaps: tuple[str, ...] = ()
@@ -78,7 +87,7 @@ class Plan:
     @property
     def is_empty(self) -> bool:
         return not (self.annotations or self.env or self.replace_env or self.ray_start_flags
-                    or self.cleanup_args0 is not None)
+                    or self.cleanup_args0 is not None or self.volumes)
 
     @property
     def injected_names(self) -> tuple[str, ...]:
@@ -89,6 +98,7 @@ class Plan:
             + tuple(e.name for _, e in self.replace_env)
             + tuple(raystart.flag_name(f) for f in self.ray_start_flags)
             + ((cleanup.INJECTED_NAME,) if self.cleanup_args0 is not None else ())
+            + tuple(str(v["name"]) for v in self.volumes)
         )
 
 
@@ -118,6 +128,10 @@ class Values:
     redis_password: EnvVar | None
     head_timeout_s: int | None
     worker_timeout_s: int
+    # Redis over TLS (only with a rediss:// address): the CA, the client certificate's Secret, the server name.
+    redis_ca: CARef | None = None
+    redis_client_cert_secret: str | None = None
+    redis_server_name: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -161,8 +175,28 @@ def _is_env_reference(value: str) -> bool:
     return value.startswith("$")
 
 
-def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> Values:
-    opts, ours = c.options, c.ours
+class _Layers:
+    """Our three levels of a value, highest first: the RayCluster's annotation, its Namespace's, the admin's flag;
+    each value comes with the source `Values.sources` names."""
+
+    def __init__(self, c: ClusterFacts, ns: NamespaceFacts | None, s: Settings) -> None:
+        self.ours, self.ns, self.s = c.ours, ns, s
+
+    def pick(self, field: str, key: str, flag: str | None) -> tuple[Any, str]:
+        """(value, source) of our annotation `key` (OurAnnotations.`field`), else the admin's Settings.default_`field`
+        set by `flag` (None: the admin has no such flag); (None, "") when no level gives one."""
+        if (value := getattr(self.ours, field)) is not None:
+            return value, f"annotation {key}"
+        if self.ns is not None and (value := getattr(self.ns.ours, field)) is not None:
+            return value, f"annotation {key} on Namespace {self.ns.name}"
+        if flag is not None and (value := getattr(self.s, f"default_{field}")) is not None:
+            return value, f"{SOURCE_ADMIN} {flag}"
+        return None, ""
+
+
+def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings, ns: NamespaceFacts | None = None) -> Values:
+    opts = c.options
+    layers = _Layers(c, ns, s)
     warnings: list[str] = []
     sources: dict[str, str] = {}
 
@@ -178,11 +212,11 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> Values:
     if storage_ns == "":
         warnings.append("the external storage namespace is empty; give each RayCluster its own namespace")
 
-    address, address_source = next(
-        ((a, source) for a, source in ((opts.redis_address if opts else "", f"{SOURCE_OPTIONS}.redisAddress"),
-                                       (ours.redis_address, f"annotation {ann.REDIS_ADDRESS}"),
-                                       (s.default_redis_address, f"{SOURCE_ADMIN} --default-redis-address"))
-         if a), ("", ""))
+    if opts is not None and opts.redis_address:
+        address, address_source = opts.redis_address, f"{SOURCE_OPTIONS}.redisAddress"
+    else:
+        address, address_source = layers.pick("redis_address", ann.REDIS_ADDRESS, "--default-redis-address")
+        address = address or ""
     # Ours and the admin's are checked when parsed; one the RayCluster gives is never injected if Ray dies on it.
     problem = address_problem(address) if address else None
     if problem is not None:
@@ -199,22 +233,26 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> Values:
     if opts is not None and opts.redis_username is not None:
         username = _credential_env(ENV_REDIS_USERNAME, opts.redis_username)
         sources[ENV_REDIS_USERNAME] = f"{SOURCE_OPTIONS}.redisUsername"
-    elif ours.redis_username:
-        username = EnvVar(name=ENV_REDIS_USERNAME, value=ours.redis_username)
-        sources[ENV_REDIS_USERNAME] = f"annotation {ann.REDIS_USERNAME}"
+    elif (name := layers.pick("redis_username", ann.REDIS_USERNAME, None))[0]:
+        username = EnvVar(name=ENV_REDIS_USERNAME, value=name[0])
+        sources[ENV_REDIS_USERNAME] = name[1]
 
     start_param_password = c.head_start_params.get("redis-password")
+    ns_secret = ns.ours.redis_password_secret if ns is not None else None
     password: EnvVar | None = None
     if opts is not None and opts.redis_password is not None:
         password = _credential_env(ENV_REDIS_PASSWORD, opts.redis_password)
         sources[ENV_REDIS_PASSWORD] = f"{SOURCE_OPTIONS}.redisPassword"
-    elif ours.redis_password_secret is not None:
-        ref = ours.redis_password_secret
+    elif c.ours.redis_password_secret is not None:
+        ref = c.ours.redis_password_secret
         password = _secret_env(ENV_REDIS_PASSWORD, ref.name, ref.key)
         sources[ENV_REDIS_PASSWORD] = f"annotation {ann.REDIS_PASSWORD_SECRET}"
     elif opts is None and start_param_password is not None and not _is_env_reference(start_param_password):
         password = EnvVar(name=ENV_REDIS_PASSWORD, value=start_param_password)
         sources[ENV_REDIS_PASSWORD] = "rayStartParams redis-password"
+    elif ns is not None and ns_secret is not None:
+        password = _secret_env(ENV_REDIS_PASSWORD, ns_secret.name, ns_secret.key)
+        sources[ENV_REDIS_PASSWORD] = f"annotation {ann.REDIS_PASSWORD_SECRET} on Namespace {ns.name}"
     elif s.default_redis_password_secret is not None:
         ref = s.default_redis_password_secret
         password = _secret_env(ENV_REDIS_PASSWORD, ref.name, ref.key)
@@ -228,22 +266,59 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings) -> Values:
     if plain:
         warnings.append("the Redis password is plain text in the RayCluster; keep it in a Secret")
 
-    head_timeout = ours.head_reconnect_timeout_s or s.head_reconnect_timeout_s
+    head_timeout, head_source = layers.pick("head_reconnect_timeout_s", ann.HEAD_RECONNECT_TIMEOUT_S, None)
+    if head_timeout is None and s.head_reconnect_timeout_s is not None:
+        head_timeout, head_source = s.head_reconnect_timeout_s, f"{SOURCE_ADMIN} --head-reconnect-timeout-s"
     if head_timeout is not None:
-        sources[ENV_RECONNECT_TIMEOUT] = (f"annotation {ann.HEAD_RECONNECT_TIMEOUT_S}" if ours.head_reconnect_timeout_s
-                                          else f"{SOURCE_ADMIN} --head-reconnect-timeout-s")
-    sources[WORKER_TIMEOUT] = (f"annotation {ann.WORKER_RECONNECT_TIMEOUT_S}" if ours.worker_reconnect_timeout_s
-                               else f"{SOURCE_ADMIN} --worker-reconnect-timeout-s")
+        sources[ENV_RECONNECT_TIMEOUT] = head_source
+    worker_timeout, worker_source = layers.pick("worker_reconnect_timeout_s", ann.WORKER_RECONNECT_TIMEOUT_S, None)
+    if worker_timeout is None:
+        worker_timeout, worker_source = s.worker_reconnect_timeout_s, f"{SOURCE_ADMIN} --worker-reconnect-timeout-s"
+    sources[WORKER_TIMEOUT] = worker_source
+
+    tls = _tls_values(layers, address or template_address or "", sources, warnings)
     return Values(
         storage_namespace=storage_ns,
         redis_address=address or None,
         redis_username=username,
         redis_password=password,
         head_timeout_s=head_timeout,
-        worker_timeout_s=ours.worker_reconnect_timeout_s or s.worker_reconnect_timeout_s,
+        worker_timeout_s=worker_timeout,
+        redis_ca=tls[0],
+        redis_client_cert_secret=tls[1],
+        redis_server_name=tls[2],
         sources=sources,
         warnings=tuple(warnings),
     )
+
+
+def _tls_values(layers: _Layers, address: str, sources: dict[str, str],
+                warnings: list[str]) -> tuple[CARef | None, str | None, str | None]:
+    """The CA, client certificate Secret and server name for Redis over TLS, with their sources; none unless the
+    address is rediss:// (Ray ignores them otherwise, and a volume of a Secret that is not there would keep the
+    pod from starting for nothing)."""
+    ca, ca_source = layers.pick("redis_ca", "", None)
+    if ca is not None:
+        key = ann.REDIS_CA_SECRET if ca.kind == "Secret" else ann.REDIS_CA_CONFIGMAP
+        ca_source = ca_source.replace("annotation ", f"annotation {key}", 1)
+    elif layers.s.default_redis_ca is not None:
+        ca = layers.s.default_redis_ca
+        ca_source = f"{SOURCE_ADMIN} --default-redis-ca-{ca.kind.lower()}"
+    client, client_source = layers.pick("redis_client_cert_secret", ann.REDIS_CLIENT_CERT_SECRET,
+                                        "--default-redis-client-cert-secret")
+    server, server_source = layers.pick("redis_server_name", ann.REDIS_SERVER_NAME, "--default-redis-server-name")
+    given = [what for what, value in (("CA", ca), ("client certificate", client), ("server name", server)) if value]
+    if not given:
+        return None, None, None
+    if not address or not all(a.strip().lower().startswith("rediss://") for a in address.split(",")):
+        if address:
+            warnings.append(f"Redis TLS {', '.join(given)} not injected: the address is not rediss://, Ray ignores it")
+        return None, None, None
+    for env, value, source in ((ENV_REDIS_CA_CERT, ca, ca_source), (ENV_REDIS_CLIENT_CERT, client, client_source),
+                               (ENV_REDIS_SERVER_NAME, server, server_source)):
+        if value:
+            sources[env] = source
+    return ca, client, server
 
 
 def _timeout(value: str | None, whose: str, warnings: list[str]) -> int | None:
@@ -272,7 +347,7 @@ def _kuberay_placeholder(c: ClusterFacts, pod: PodFacts, name: str) -> int | Non
     return indexes[0]
 
 
-def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
+def _username_source(c: ClusterFacts, pod: PodFacts, v: Values) -> str | None:
     """Where the head's Redis username comes from, for the warning; None when it gets none."""
     if ENV_REDIS_USERNAME in pod.env_names:
         return "the head's env"
@@ -282,7 +357,7 @@ def _username_source(c: ClusterFacts, pod: PodFacts) -> str | None:
         return "gcsFaultToleranceOptions"
     if c.ours.redis_username:
         return ann.REDIS_USERNAME
-    return None
+    return v.sources.get(ENV_REDIS_USERNAME)  # the Namespace's
 
 
 def _redis_env(c: ClusterFacts, pod: PodFacts, v: Values,
@@ -315,7 +390,7 @@ def _redis_env(c: ClusterFacts, pod: PodFacts, v: Values,
     has_password = any(e.name == ENV_REDIS_PASSWORD and e.gives_value for e in added) or (
         ENV_REDIS_PASSWORD in pod.env_names and pod.env_value(ENV_REDIS_PASSWORD) != "")
     if not has_password:
-        source = _username_source(c, pod)
+        source = _username_source(c, pod, v)
         if any(e.name == ENV_REDIS_USERNAME for e in env):
             env = tuple(e for e in env if e.name != ENV_REDIS_USERNAME)
             warnings.gap(f"REDIS_USERNAME from {source} not injected: no Redis password either; "
@@ -323,6 +398,52 @@ def _redis_env(c: ClusterFacts, pod: PodFacts, v: Values,
         elif source is not None:
             warnings.gap(f"Redis username from {source} but no password from any source: Ray's GCS aborts")
     return env, replace_env
+
+
+# Where the Redis TLS files are mounted in the Ray container: names and paths no KubeRay pod uses.
+TLS_ROOT = "/etc/ray-ft-webhook"
+CA_VOLUME, CA_DIR, CA_FILE = "ray-ft-webhook-redis-ca", f"{TLS_ROOT}/redis-ca", "ca.crt"
+CLIENT_VOLUME, CLIENT_DIR = "ray-ft-webhook-redis-client", f"{TLS_ROOT}/redis-client"
+
+
+def _tls(pod: PodFacts, v: Values, warnings: list[str]) -> tuple[tuple[EnvVar, ...], tuple[Mapping[str, Any], ...],
+                                                                 tuple[Mapping[str, Any], ...]]:
+    """Redis over TLS on a pod that reaches Redis (the head, the cleanup pod): (env, volumes, mounts) to add.
+
+    Each file comes read-only from its Secret or ConfigMap, projected to a fixed name; the env names the path.
+    A variable the container already sets wins (and then no volume is added). A volume name or mount path of
+    ours already in the pod is someone else's: nothing is added for it, and a warning says so.
+    """
+    env: list[EnvVar] = []
+    volumes: list[Mapping[str, Any]] = []
+    mounts: list[Mapping[str, Any]] = []
+    taken_paths = {path for _, path in pod.mounts or ()}
+
+    def mount(volume: str, directory: str, source: Mapping[str, Any], what: str) -> bool:
+        if volume in (pod.volumes or ()) or directory in taken_paths:
+            warnings.append(f"the pod already has volume {volume} or path {directory}: Redis {what} not injected")
+            return False
+        volumes.append({"name": volume, **source})
+        mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
+        return True
+
+    ca = v.redis_ca
+    if ca is not None and ENV_REDIS_CA_CERT not in pod.env_names:
+        items = [{"key": ca.key, "path": CA_FILE}]
+        source = ({"secret": {"secretName": ca.name, "items": items}} if ca.kind == "Secret"
+                  else {"configMap": {"name": ca.name, "items": items}})
+        if mount(CA_VOLUME, CA_DIR, source, "CA"):
+            env.append(EnvVar(ENV_REDIS_CA_CERT, f"{CA_DIR}/{CA_FILE}"))
+    client = v.redis_client_cert_secret
+    if client is not None and not {ENV_REDIS_CLIENT_CERT, ENV_REDIS_CLIENT_KEY} & pod.env_names:
+        source = {"secret": {"secretName": client, "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                               {"key": "tls.key", "path": "tls.key"}]}}
+        if mount(CLIENT_VOLUME, CLIENT_DIR, source, "client certificate"):
+            env += [EnvVar(ENV_REDIS_CLIENT_CERT, f"{CLIENT_DIR}/tls.crt"),
+                    EnvVar(ENV_REDIS_CLIENT_KEY, f"{CLIENT_DIR}/tls.key")]
+    if v.redis_server_name is not None and ENV_REDIS_SERVER_NAME not in pod.env_names:
+        env.append(EnvVar(ENV_REDIS_SERVER_NAME, v.redis_server_name))
+    return tuple(env), tuple(volumes), tuple(mounts)
 
 
 def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
@@ -335,6 +456,8 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -
         annotations.append((ann.RAY_EXTERNAL_STORAGE_NAMESPACE, v.storage_namespace))
 
     env, replace_env = _redis_env(c, pod, v, warnings)
+    tls_env, volumes, mounts = _tls(pod, v, warnings)
+    env += tls_env
     if v.head_timeout_s is not None and ENV_RECONNECT_TIMEOUT not in present:
         env += (EnvVar(ENV_RECONNECT_TIMEOUT, str(v.head_timeout_s)),)
 
@@ -348,7 +471,7 @@ def _head_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -
     if wanted and not any(raystart.has_ray_start(cmd) for cmd in commands):
         warnings.gap("no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself")
     return Plan(annotations=tuple(annotations), env=env, replace_env=replace_env, ray_start_flags=flags,
-                warnings=tuple(warnings), gaps=tuple(warnings.gaps))
+                volumes=volumes, volume_mounts=mounts, warnings=tuple(warnings), gaps=tuple(warnings.gaps))
 
 
 def _worker_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings) -> Plan:
@@ -378,6 +501,8 @@ def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings
     runs no Ray node.
     """
     env, replace_env = _redis_env(c, pod, v, warnings)
+    tls_env, volumes, mounts = _tls(pod, v, warnings)
+    env += tls_env
 
     args0: str | None = None
     if any(e.name == ENV_REDIS_USERNAME for e in env):
@@ -387,8 +512,8 @@ def _cleanup_plan(c: ClusterFacts, pod: PodFacts, v: Values, warnings: _Findings
             args0 = rewritten
         elif not cleanup.has_username(line):
             warnings.append("no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME")
-    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, warnings=tuple(warnings),
-                gaps=tuple(warnings.gaps))
+    return Plan(env=env, replace_env=replace_env, cleanup_args0=args0, volumes=volumes, volume_mounts=mounts,
+                warnings=tuple(warnings), gaps=tuple(warnings.gaps))
 
 
 def _short_worker_timeout(worker_s: int, head_s: int, group: str = "") -> str:
@@ -425,21 +550,28 @@ class ClusterPlan:
     address_missing: bool = False
 
 
-def plan_cluster(c: ClusterFacts, s: Settings, owner_uid: str | None = None) -> ClusterPlan:
-    """What the webhook makes of RayCluster `c` under the admin's settings `s`. `owner_uid` stands in for the
-    storage namespace when `c` has no uid (a RayCluster read from a file)."""
+def plan_cluster(c: ClusterFacts, s: Settings, owner_uid: str | None = None,
+                 ns: NamespaceFacts | None = None) -> ClusterPlan:
+    """What the webhook makes of RayCluster `c` in Namespace `ns` (its defaults; None: it gives none) under the
+    admin's settings `s`. `owner_uid` stands in for the storage namespace when `c` has no uid (a RayCluster read
+    from a file)."""
     if c.errors:
         return ClusterPlan(denied="; ".join(c.errors))
+    if ns is not None and ns.errors:
+        return ClusterPlan(denied=f"Namespace {ns.name}: " + "; ".join(ns.errors))
     warnings = [f"unknown annotation {key} on the RayCluster is ignored" for key in c.ours.unknown_keys]
+    if ns is not None:
+        warnings += [f"unknown annotation {key} on Namespace {ns.name} is ignored" for key in ns.ours.unknown_keys]
     warnings += kuberay_conflicts(c)
-    if not c.ours.inject:
+    inject = next((i for i in (c.ours.inject, ns.ours.inject if ns is not None else None) if i is not None), True)
+    if not inject:
         return ClusterPlan(skipped=f"{ann.INJECT} is false", warnings=tuple(warnings))
     if not c.ft_enabled:
         return ClusterPlan(skipped="GCS fault tolerance is off", warnings=tuple(warnings))
     if c.options is not None and c.options.backend != "redis":
         warnings.append(f"GCS FT backend {c.options.backend!r} is left to KubeRay; ray-ft-webhook handles redis")
         return ClusterPlan(skipped=f"backend {c.options.backend}", warnings=tuple(warnings))
-    v = _resolve(c, owner_uid or None, s)
+    v = _resolve(c, owner_uid or None, s, ns)
     return ClusterPlan(values=v, warnings=(*warnings, *v.warnings),
                        address_missing=v.redis_address is None and ENV_REDIS_ADDRESS not in c.head_env.names)
 
@@ -481,9 +613,9 @@ def _cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> _Findings:
     return found
 
 
-def decide(c: ClusterFacts, pod: PodFacts, s: Settings) -> Decision:
-    """What to inject into `pod` of RayCluster `c` under the admin's settings `s`."""
-    cp = plan_cluster(c, s, pod.owner.uid)
+def decide(c: ClusterFacts, pod: PodFacts, s: Settings, ns: NamespaceFacts | None = None) -> Decision:
+    """What to inject into `pod` of RayCluster `c` in Namespace `ns` under the admin's settings `s`."""
+    cp = plan_cluster(c, s, pod.owner.uid, ns)
     if cp.denied is not None:
         return Deny(f"RayCluster {c.namespace}/{c.name}: {cp.denied}")
     if cp.values is None:

@@ -52,6 +52,10 @@ class PodFacts:
     # Index and value of KUBERAY_GEN_RAY_START_CMD in env: only when it is there once, as a literal value.
     gen_cmd_index: int | None = None
     gen_cmd: str | None = None
+    # Names of `spec.volumes` (None: the pod has no list, the patch must create it).
+    volumes: frozenset[str] | None = None
+    # (name, mountPath) of the Ray container's `volumeMounts` (None: no list).
+    mounts: tuple[tuple[str, str], ...] | None = None
 
     @property
     def env_names(self) -> frozenset[str]:
@@ -135,6 +139,27 @@ def _gen_cmd_index(env: tuple[Mapping[str, Any], ...]) -> int | None:
     return None
 
 
+def _volumes(spec: Mapping[str, Any]) -> frozenset[str] | None:
+    volumes = spec.get("volumes")
+    if volumes is None:
+        return None
+    if not isinstance(volumes, list) or not all(isinstance(v, Mapping) and isinstance(v.get("name"), str)
+                                                for v in volumes):
+        raise InvalidPod("spec.volumes is not a list of objects with a name")
+    return frozenset(v["name"] for v in volumes)
+
+
+def _mounts(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    mounts = container.get("volumeMounts")
+    if mounts is None:
+        return None
+    if not isinstance(mounts, list) or not all(
+            isinstance(m, Mapping) and isinstance(m.get("name"), str) and isinstance(m.get("mountPath"), str)
+            for m in mounts):
+        raise InvalidPod("spec.containers[0].volumeMounts is not a list of objects with a name and a mountPath")
+    return tuple((m["name"], m["mountPath"]) for m in mounts)
+
+
 def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
     """The Ray facts of `pod` in `namespace` (the admission request's namespace), or None if not a Ray pod."""
     if not isinstance(pod, Mapping):
@@ -174,4 +199,6 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
         args0=args0,
         gen_cmd_index=gen_index,
         gen_cmd=env[gen_index]["value"] if env is not None and gen_index is not None else None,
+        volumes=_volumes(spec) if isinstance(spec, Mapping) else None,
+        mounts=_mounts(container),
     )

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from webhook.core import annotations as ann
 from webhook.core.redis_address import address_problem
-from webhook.core.settings import SecretRef, parse_positive_int, quote
+from webhook.core.settings import (
+    CARef,
+    SecretRef,
+    parse_object_name,
+    parse_positive_int,
+    parse_server_name,
+    quote,
+)
 
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
 
@@ -43,14 +50,17 @@ class FTOptions:
 
 @dataclass(frozen=True, slots=True)
 class OurAnnotations:
-    """The `ray-ft-webhook.io/*` annotations of a RayCluster, parsed; None where absent."""
+    """The `ray-ft-webhook.io/*` annotations of a RayCluster (or of its Namespace), parsed; None where absent."""
 
-    inject: bool = True
+    inject: bool | None = None
     redis_address: str | None = None
     redis_password_secret: SecretRef | None = None
     redis_username: str | None = None
     worker_reconnect_timeout_s: int | None = None
     head_reconnect_timeout_s: int | None = None
+    redis_ca: CARef | None = None
+    redis_client_cert_secret: str | None = None
+    redis_server_name: str | None = None
     unknown_keys: tuple[str, ...] = ()
 
 
@@ -77,6 +87,8 @@ class ClusterFacts:
     # The rayStartParams the plan reads (redis-password, redis-username), when strings.
     head_start_params: Mapping[str, str]
     head_env: HeadEnv
+    # The kind of the controller ownerReference (KubeRay's RayJob or RayService), None for a user's RayCluster.
+    owner_kind: str | None = None
     # Per worker group: its name and the literal RAY_gcs_rpc_server_reconnect_timeout_s its Ray container sets, or
     # None when it sets none (the webhook injects one). Groups that set it through valueFrom are left out.
     worker_timeouts: tuple[tuple[str, str | None], ...] = ()
@@ -170,16 +182,22 @@ def _annotation_error(key: str, value: str, problem: str) -> str:
     return f"annotation {key}: {quote(value)} {problem}"
 
 
-def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
+def parse_ours(annotations: Mapping[str, Any], errors: list[str], allowed: frozenset[str] = ann.RAYCLUSTER_KEYS,
+               where: str = "metadata.annotations") -> OurAnnotations:
+    """Our annotations among `annotations` (of a RayCluster, or of a Namespace with `allowed` = NAMESPACE_KEYS);
+    each problem appended to `errors` with the key and the bad value. Keys in `allowed` but not parsed here
+    (FT_DEFAULT) are the caller's."""
     parsed: dict[str, Any] = {}
     for key, raw in annotations.items():
         if not isinstance(key, str) or not key.startswith(ann.PREFIX):
             continue
-        if key not in ann.RAYCLUSTER_KEYS:
+        if key not in allowed:
             parsed.setdefault("unknown_keys", []).append(key)
             continue
+        if key not in ann.RAYCLUSTER_KEYS:
+            continue
         if not isinstance(raw, str):
-            errors.at(f"metadata.annotations[{key}]", f"expected a string, got {type(raw).__name__}")
+            errors.append(f"{where}[{key}]: expected a string, got {type(raw).__name__}")
             continue
         value = raw.strip()
         if key == ann.INJECT:
@@ -201,6 +219,24 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
                 parsed["redis_password_secret"] = SecretRef.parse(value)
             except ValueError:
                 errors.append(_annotation_error(key, raw, "is not NAME or NAME/KEY of a Secret"))
+        elif key in (ann.REDIS_CA_SECRET, ann.REDIS_CA_CONFIGMAP):
+            kind: Literal["Secret", "ConfigMap"] = "Secret" if key == ann.REDIS_CA_SECRET else "ConfigMap"
+            if "redis_ca" in parsed:
+                errors.append(f"annotations {ann.REDIS_CA_SECRET} and {ann.REDIS_CA_CONFIGMAP}: give one, not both")
+            try:
+                parsed["redis_ca"] = CARef.parse(kind, value)
+            except ValueError:
+                errors.append(_annotation_error(key, raw, f"is not NAME or NAME/KEY of a {kind}"))
+        elif key == ann.REDIS_CLIENT_CERT_SECRET:
+            try:
+                parsed["redis_client_cert_secret"] = parse_object_name(value)
+            except ValueError:
+                errors.append(_annotation_error(key, raw, "is not the NAME of a Secret"))
+        elif key == ann.REDIS_SERVER_NAME:
+            try:
+                parsed["redis_server_name"] = parse_server_name(value)
+            except ValueError:
+                errors.append(_annotation_error(key, raw, "is not a host name"))
         else:
             try:
                 seconds = parse_positive_int(value)
@@ -211,6 +247,14 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
             parsed["worker_reconnect_timeout_s" if worker else "head_reconnect_timeout_s"] = seconds
     parsed["unknown_keys"] = tuple(sorted(parsed.get("unknown_keys", ())))
     return OurAnnotations(**parsed)
+
+
+def _controller_kind(metadata: Mapping[str, Any]) -> str | None:
+    refs = metadata.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, Mapping) and ref.get("controller") is True and isinstance(ref.get("kind"), str):
+            return str(ref["kind"])
+    return None
 
 
 # Head env variables whose literal value a check reads.
@@ -305,7 +349,8 @@ def parse_raycluster(obj: Any) -> ClusterFacts:
         ft_annotation=ft_annotation,
         options=_options(spec.get("gcsFaultToleranceOptions"), errors),
         storage_namespace_annotation=storage_ns,
-        ours=_ours(annotations, errors),
+        ours=parse_ours(annotations, errors),
+        owner_kind=_controller_kind(metadata),
         head_start_params=_start_params(head, errors),
         head_env=_ray_env(head, "spec.headGroupSpec", errors),
         worker_timeouts=_worker_timeouts(spec, errors),

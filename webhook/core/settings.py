@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 # Ray's own default for RAY_gcs_rpc_server_reconnect_timeout_s when nobody sets it.
 RAY_DEFAULT_RECONNECT_TIMEOUT_S = 60
@@ -26,15 +27,56 @@ class SecretRef:
     key: str = "password"
 
     @classmethod
-    def parse(cls, text: str) -> SecretRef:
+    def parse(cls, text: str, default_key: str = "password") -> SecretRef:
         """Parse `NAME` or `NAME/KEY`; raises ValueError with a message that quotes the bad value."""
         name, sep, key = text.strip().partition("/")
         if not name or (sep and not key) or "/" in key or not _is_dns_subdomain(name) or not _is_secret_key(key or "x"):
             raise ValueError(f"{quote(text)} is not NAME or NAME/KEY (a Secret name and an optional key)")
-        return cls(name=name, key=key or "password")
+        return cls(name=name, key=key or default_key)
 
     def __str__(self) -> str:
         return f"{self.name}/{self.key}"
+
+
+CA_KEY = "ca.crt"
+
+
+@dataclass(frozen=True)
+class CARef:
+    """The CA bundle Redis's certificate is checked against: a key of a Secret or a ConfigMap in the pod's
+    namespace."""
+
+    kind: Literal["Secret", "ConfigMap"]
+    name: str
+    key: str = CA_KEY
+
+    @classmethod
+    def parse(cls, kind: Literal["Secret", "ConfigMap"], text: str) -> CARef:
+        """Parse `NAME` or `NAME/KEY` (key default ca.crt); ValueError quoting the bad value."""
+        try:
+            ref = SecretRef.parse(text, default_key=CA_KEY)
+        except ValueError:
+            raise ValueError(f"{quote(text)} is not NAME or NAME/KEY (a {kind} name and an optional key)") from None
+        return cls(kind=kind, name=ref.name, key=ref.key)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}/{self.key}"
+
+
+def parse_object_name(text: str) -> str:
+    """A Kubernetes object name (DNS subdomain); ValueError quoting the bad value."""
+    name = text.strip()
+    if not name or not _is_dns_subdomain(name):
+        raise ValueError(f"{quote(text)} is not an object name (lower-case letters, digits, '-' and '.')")
+    return name
+
+
+def parse_server_name(text: str) -> str:
+    """A TLS server name: a host name, no spaces; ValueError quoting the bad value."""
+    name = text.strip()
+    if not name or len(name) > 253 or any(c.isspace() or c in "/:@" for c in name) or not name.isascii():
+        raise ValueError(f"{quote(text)} is not a host name")
+    return name
 
 
 def _is_dns_subdomain(name: str) -> bool:
@@ -77,6 +119,9 @@ class Settings:
 
     default_redis_address: str | None = None
     default_redis_password_secret: SecretRef | None = None
+    default_redis_ca: CARef | None = None
+    default_redis_client_cert_secret: str | None = None
+    default_redis_server_name: str | None = None
     worker_reconnect_timeout_s: int = KUBERAY_WORKER_RECONNECT_TIMEOUT_S
     head_reconnect_timeout_s: int | None = None
     on_lookup_failure: LookupFailure = LookupFailure.DENY

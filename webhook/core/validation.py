@@ -14,14 +14,18 @@ in pods created after it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.core.namespace import NamespaceFacts
 from webhook.core.plan import (
     ENV_RECONNECT_TIMEOUT,
     ENV_REDIS_ADDRESS,
+    ENV_REDIS_CA_CERT,
+    ENV_REDIS_CLIENT_CERT,
     ENV_REDIS_PASSWORD,
+    ENV_REDIS_SERVER_NAME,
     ENV_REDIS_USERNAME,
     ENV_STORAGE_NAMESPACE,
     WORKER_TIMEOUT,
@@ -79,23 +83,32 @@ def storage_key(cp: ClusterPlan) -> tuple[str, str] | None:
     return v.redis_address, v.storage_namespace
 
 
-def _sharing(c: ClusterFacts, key: tuple[str, str], others: Iterable[ClusterFacts], s: Settings) -> list[str]:
+NamespaceOf = Callable[[str], NamespaceFacts | None]
+
+
+def _no_namespaces(name: str) -> NamespaceFacts | None:
+    return None
+
+
+def _sharing(c: ClusterFacts, key: tuple[str, str], others: Iterable[ClusterFacts], s: Settings,
+             namespace_of: NamespaceOf = _no_namespaces) -> list[str]:
     """`namespace/name` of every other live RayCluster whose GCS state lives under `key`. Only a cluster that
     pins its namespace (or is pinned to) can share one: the uid default is unique."""
     names = []
     for other in others:
         if other.uid == c.uid or other.deleting or not (_pins_storage_namespace(other) or other.uid == key[1]):
             continue
-        if storage_key(plan_cluster(other, s)) == key:
+        if storage_key(plan_cluster(other, s, ns=namespace_of(other.namespace))) == key:
             names.append(f"{other.namespace}/{other.name}")
     return sorted(names)
 
 
-def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFacts], s: Settings) -> str | None:
+def shared_storage(c: ClusterFacts, cp: ClusterPlan, others: Iterable[ClusterFacts], s: Settings,
+                   namespace_of: NamespaceOf = _no_namespaces) -> str | None:
     """The finding when another live RayCluster of `others` keeps its GCS state where `c` (planned as `cp`)
     does, or None: both overwrite each other's state, so neither survives a head restart as meant."""
     key = storage_key(cp)
-    sharing = _sharing(c, key, others, s) if key is not None else []
+    sharing = _sharing(c, key, others, s, namespace_of) if key is not None else []
     if key is None or not sharing:
         return None
     return _shared_warning(key, ", ".join(sharing))
@@ -126,15 +139,17 @@ def _changes(old: ClusterPlan, new: ClusterPlan) -> list[str]:
 
 
 def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Iterable[ClusterFacts],
-             s: Settings) -> Verdict:
-    """The verdict on `new` (the RayCluster a `kind` object is or will create); `old` on UPDATE; `others` the live
-    RayClusters the webhook knows, for the shared storage namespace check."""
+             s: Settings, ns: NamespaceFacts | None = None, namespace_of: NamespaceOf = _no_namespaces) -> Verdict:
+    """The verdict on `new` (the RayCluster a `kind` object is or will create, in Namespace `ns`); `old` on UPDATE;
+    `others` the live RayClusters the webhook knows, for the shared storage namespace check (with their
+    Namespaces' defaults from `namespace_of`)."""
     where = f"{kind} {new.namespace}/{new.name}"
-    cp = plan_cluster(new, s)
+    cp = plan_cluster(new, s, ns=ns)
     if cp.denied is not None:
         introduced = [e for e in new.errors if old is None or e not in old.errors]
         if introduced and not new.deleting:
             return Verdict(denied=f"{where}: " + "; ".join(introduced))
+        # A Namespace's own error is not this object's to fix (its pods are denied; the warning says why).
         # Kept from before (or while being deleted): its pods are denied, but the update is the way out.
         return Verdict(warnings=(f"{where}: {cp.denied}",))
 
@@ -152,16 +167,16 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
         warnings.append(f"pinned storage namespace {quote(key[1], 16)}: {when} the old RayCluster's Redis cleanup "
                         "wipes the new one's GCS state")
     elif key is not None and kind == "RayCluster":
-        sharing = ", ".join(_sharing(new, key, others, s))
+        sharing = ", ".join(_sharing(new, key, others, s, namespace_of))
         if sharing:
-            moved = old is None or storage_key(plan_cluster(old, s)) != key
+            moved = old is None or storage_key(plan_cluster(old, s, ns=ns)) != key
             if s.deny_shared_storage_namespace and moved and not new.deleting:
                 return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(key[0])} is also "
                                       f"used by RayCluster {sharing}: two clusters overwrite each other's GCS state")
             warnings.append(_shared_warning(key, sharing))
 
     if old is not None and kind == "RayCluster":
-        warnings += _changes(plan_cluster(old, s), cp)
+        warnings += _changes(plan_cluster(old, s, ns=ns), cp)
     return Verdict(warnings=tuple(dict.fromkeys(warnings)))
 
 
@@ -178,6 +193,11 @@ def describe(v: Values) -> tuple[tuple[str, str, str], ...]:
     if v.redis_password is not None:
         rows.append((ENV_REDIS_PASSWORD, _credential(v.redis_password.value, v.redis_password.value_from, False),
                      v.sources.get(ENV_REDIS_PASSWORD, "")))
+    for name, shown in ((ENV_REDIS_CA_CERT, v.redis_ca and str(v.redis_ca)),
+                        (ENV_REDIS_CLIENT_CERT, v.redis_client_cert_secret and f"Secret {v.redis_client_cert_secret}"),
+                        (ENV_REDIS_SERVER_NAME, v.redis_server_name)):
+        if shown:
+            rows.append((name, shown, v.sources.get(name, "")))
     if v.head_timeout_s is not None:
         rows.append((f"{ENV_RECONNECT_TIMEOUT} (head)", str(v.head_timeout_s),
                      v.sources.get(ENV_RECONNECT_TIMEOUT, "")))
