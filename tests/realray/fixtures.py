@@ -73,8 +73,8 @@ def hand_rendered(pod: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-# Where the webhook mounts the Redis TLS files (issue 14) and the env that names them. Only the stand-in below
-# uses them: the tests read the rendered pod, and the harness maps whatever mounts it finds.
+# Where the webhook mounts the Redis TLS files (issue 14) and the env that names them. Only the harness's own
+# tests (test_harness.py) use them, through the stand-in below; test_redis_tls.py runs the rendered pods.
 TLS_CA_VOLUME, TLS_CA_DIR = "ray-ft-webhook-redis-ca", "/etc/ray-ft-webhook/redis-ca"
 TLS_CLIENT_VOLUME, TLS_CLIENT_DIR = "ray-ft-webhook-redis-client", "/etc/ray-ft-webhook/redis-client"
 TLS_ENV = ("RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY", "RAY_REDIS_SERVER_NAME")
@@ -82,9 +82,9 @@ TLS_ENV = ("RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY",
 
 def hand_rendered_tls(pod: dict[str, Any], ca_secret: tuple[str, str] | None, client_secret: str | None,
                       server_name: str | None = None) -> dict[str, Any]:
-    """`pod` with the Redis TLS volumes, mounts and env the webhook adds (issue 14), written by hand: the
-    stand-in for the webhook's output until it renders them. CA: Secret (name, key) projected to `ca.crt`;
-    client certificate: a kubernetes.io/tls Secret mounted whole."""
+    """`pod` with Redis TLS volumes, mounts and env like the webhook's (issue 14), written by hand for the
+    harness's tests. CA: Secret (name, key) projected to `ca.crt`; client certificate: a kubernetes.io/tls
+    Secret mounted whole (no `items`, unlike the webhook: both forms of a Secret volume are exercised)."""
     out = copy.deepcopy(pod)
     spec = out["spec"]
     container = spec["containers"][0]

@@ -59,6 +59,7 @@ PASSWORD_SECRET = ("redis-ray", "password")
 CA_SECRET = ("redis-ca", "ca.crt")
 OTHER_CA_SECRET = ("redis-other-ca", "ca.crt")
 CLIENT_SECRET = "redis-client"
+CA_CONFIGMAP = ("redis-ca-bundle", "bundle.pem")
 # A head that cannot reach Redis ends by itself; bounded generously for a loaded 2-core machine.
 HEAD_FAILS_WITHIN_S = 180
 HEAD_UP_WITHIN_S = 240
@@ -105,11 +106,11 @@ def mtls_redis(tier: Tier, material: TlsMaterial, pod_secrets: Secrets) -> Itera
 
 
 def _raycluster(uid: str, ca: tuple[str, str] | None = CA_SECRET, client_cert: bool = False,
-                username: bool = False) -> dict[str, Any]:
+                username: bool = False, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """FT on with KubeRay's annotation; Redis address (rediss://), password, username and TLS files only from
     our annotations. The head has no CPUs, the worker one: the actor lives on the worker."""
     annotations = {kuberay_pods.FT_ENABLED: "true", "ray-ft-webhook.io/redis-address": "rediss://redis:6379",
-                   "ray-ft-webhook.io/redis-password-secret": "/".join(PASSWORD_SECRET)}
+                   "ray-ft-webhook.io/redis-password-secret": "/".join(PASSWORD_SECRET), **(extra or {})}
     if ca is not None:
         annotations["ray-ft-webhook.io/redis-ca-secret"] = "/".join(ca)
     if client_cert:
@@ -120,26 +121,18 @@ def _raycluster(uid: str, ca: tuple[str, str] | None = CA_SECRET, client_cert: b
                                    resources={"limits": {"cpu": "1"}, "requests": {"cpu": "1"}})
 
 
-def _tls_stand_in(cluster: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
-    """Until the webhook renders the TLS volumes and env (issue 14): what it will add, from the annotations."""
-    notes = cluster["metadata"]["annotations"]
-    ca = notes.get("ray-ft-webhook.io/redis-ca-secret")
-    ca_ref = None if ca is None else (ca.partition("/")[0], ca.partition("/")[2] or "ca.crt")
-    return fx.hand_rendered_tls(pod, ca_ref, notes.get("ray-ft-webhook.io/redis-client-cert-secret"))
-
-
 def _render(cluster: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+    """The webhook's answer for a pod KubeRay builds from `cluster`."""
     rendered = render(cluster, pod, Settings())
     assert rendered.denied is None and rendered.skipped is None, rendered
-    if pod["metadata"]["labels"]["ray.io/node-type"] == "worker":
-        return rendered.pod
-    return _tls_stand_in(cluster, rendered.pod)
+    return rendered.pod
 
 
 def _cluster(tier: Tier, redis: Redis, name: str, cluster: dict[str, Any], pod_secrets: Secrets) -> Cluster:
     head = Container.from_pod(_render(cluster, fx.head_pod(cluster)))
     worker = Container.from_pod(_render(cluster, fx.worker_pod(cluster)))
-    return Cluster(tier, name, head, worker, pod_secrets, redis=redis)
+    config_maps = {CA_CONFIGMAP: pod_secrets[CA_SECRET]}  # the same CA, also published in a ConfigMap
+    return Cluster(tier, name, head, worker, pod_secrets, redis=redis, config_maps=config_maps)
 
 
 def _head_log_text(cluster: Cluster) -> str:
@@ -175,9 +168,13 @@ def _head_does_not_start(cluster: Cluster, redis: Redis, uid: str) -> str:
 
 def test_tls_head_starts_with_the_rendered_ca(tier: Tier, tls_redis: Redis, pod_secrets: Secrets,
                                               clusters: list[Cluster], note: list[str]) -> None:
-    """Only the head: `ray start` and GCS reach Redis over TLS with the mounted CA and write the tables."""
+    """Only the head: `ray start` and GCS reach Redis over TLS with the mounted CA and write the tables. The CA
+    from a ConfigMap under a key of its own (the Secret form is the mTLS scenario's), a server name set."""
     uid = str(uuid.uuid4())
-    cluster = _cluster(tier, tls_redis, "tls", _raycluster(uid), pod_secrets)
+    extra = {"ray-ft-webhook.io/redis-ca-configmap": "/".join(CA_CONFIGMAP),
+             "ray-ft-webhook.io/redis-server-name": "localhost"}
+    cluster = _cluster(tier, tls_redis, "tls", _raycluster(uid, ca=None, extra=extra), pod_secrets)
+    assert cluster.head.container.env_value("RAY_REDIS_SERVER_NAME") == "localhost"
     clusters.append(cluster)
     cluster.head.start()
     try:
