@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from testkit import kuberay_pods, processes
 from webhook.cli.render import render
@@ -226,11 +227,14 @@ def test_tls_no_ca_gcs_does_not_start(tier: Tier, tls_redis: Redis, pod_secrets:
 
 
 def test_ray_does_not_check_the_redis_host_name(tier: Tier, misnamed_redis: Redis, pod_secrets: Secrets,
-                                                 clusters: list[Cluster], note: list[str]) -> None:
+                                                 material: TlsMaterial, clusters: list[Cluster],
+                                                 note: list[str]) -> None:
     """A fact of Ray 2.60, pinned: its Redis client (hiredis) checks the certificate's chain but not its name.
     A certificate for another host only, reached at 127.0.0.1 with a server name that is not in it either, is
     accepted: RAY_REDIS_SERVER_NAME is sent as SNI and nothing more. Should a Ray upgrade start checking the
     name, this test fails and the server-name annotation's documentation must change with it."""
+    names = material.misnamed_server.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert [str(n.value) for n in names.value] == [MISNAMED_HOST]  # no IP, not `redis`
     uid = str(uuid.uuid4())
     extra = {"ray-ft-webhook.io/redis-server-name": "redis"}
     cluster = _cluster(tier, misnamed_redis, "tls-misnamed", _raycluster(uid, extra=extra), pod_secrets)
