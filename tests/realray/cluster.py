@@ -15,7 +15,7 @@ from typing import Any
 
 from testkit import processes
 
-from .container import Container, HarnessError, Secrets
+from .container import ConfigMaps, Container, HarnessError, Secrets
 from .driver import RESULT_PREFIX, DriverResult, driver_script
 from .netns import NetNS, PortAllocator
 from .node import RayNode, allocate_node_ports, ray_bin_dir
@@ -79,16 +79,21 @@ class Cluster:
         secret_values: Secrets,
         head_cpus: int = 0,
         worker_cpus: int = 1,
+        config_maps: ConfigMaps | None = None,
+        redis: Redis | None = None,
     ) -> None:
+        """`redis`: the Redis the head's RAY_REDIS_ADDRESS points at (default: the tier's)."""
         self.tier, self.name = tier, name
         self.dir = tier.workdir / name
         head_ports = allocate_node_ports(tier.ports, "head")
+        self.redis = redis or tier.redis
         common: dict[str, Any] = {
             "netns": tier.netns,
             "workdir": self.dir,
             "head_gcs_port": head_ports.gcs,
             "secret_values": secret_values,
-            "redis_address": tier.redis.address if tier.redis else None,
+            "redis_address": self.redis.address if self.redis else None,
+            "config_maps": config_maps,
         }
         self.head = RayNode("head", "head", head, ports=head_ports, num_cpus=head_cpus, **common)
         worker_ports = allocate_node_ports(tier.ports, "worker")

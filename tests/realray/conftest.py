@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .cluster import Tier
+from .cluster import Cluster, Tier
 from .node import missing_prerequisites
 
 INSTALL_HINT = "bash hack/install-realray.sh"
@@ -58,6 +58,15 @@ def tier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         report.peak_rss_mib = shared.sampler.peak_rss_kib / 1024
         report.peak_pss_mib = shared.sampler.peak_pss_kib / 1024
         report.peak_processes = shared.sampler.peak_processes
+
+
+@pytest.fixture
+def clusters(tier: Tier) -> Iterator[list[Cluster]]:
+    """Clusters a test creates; all stopped (by PID) when the test ends, however it ends."""
+    made: list[Cluster] = []
+    yield made
+    for cluster in made:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -1,17 +1,21 @@
-"""The Kubernetes side of a real-Ray node: the Ray container of a rendered pod (its env and its `args[0]`
-line), the env a kubelet would hand it (`valueFrom` resolved, `$(VAR)` expanded) and the editing of its
-`ray start` flags. Nothing here runs anything."""
+"""The Kubernetes side of a real-Ray node: the Ray container of a rendered pod (its env, its `args[0]` line
+and its volume mounts), the env a kubelet would hand it (`valueFrom` resolved, `$(VAR)` expanded), the files
+of its Secret and ConfigMap volumes and the editing of its `ray start` flags. Nothing here runs anything."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 Role = Literal["head", "worker"]
-# {(secret name, key): value}: what a secretKeyRef resolves to.
+# {(secret name, key): value}: what a secretKeyRef resolves to, and the file a Secret volume projects for the key.
 Secrets = Mapping[tuple[str, str], str]
+# {(config map name, key): value}: the same for ConfigMaps.
+ConfigMaps = Mapping[tuple[str, str], str]
 
 
 class HarnessError(RuntimeError):
@@ -21,12 +25,16 @@ class HarnessError(RuntimeError):
 
 @dataclass(frozen=True)
 class Container:
-    """The parts of a rendered pod's Ray container that decide how Ray starts: `env` and `args[0]`."""
+    """The parts of a rendered pod's Ray container that decide how Ray starts: `env`, `args[0]` and the files
+    its volume mounts show it."""
 
     env: tuple[Mapping[str, Any], ...]
     command: str
     # Pod facts a fieldRef may read (metadata.name, metadata.namespace, ...).
     pod_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The container's volumeMounts and the pod's volumes they name.
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> Container:
@@ -35,7 +43,9 @@ class Container:
         args = container.get("args") or []
         if not args or not isinstance(args[0], str):
             raise HarnessError("the Ray container has no args[0] command line")
-        return cls(env=tuple(container.get("env") or ()), command=args[0], pod_metadata=pod.get("metadata", {}))
+        return cls(env=tuple(container.get("env") or ()), command=args[0], pod_metadata=pod.get("metadata", {}),
+                   volume_mounts=tuple(container.get("volumeMounts") or ()),
+                   volumes=tuple(pod["spec"].get("volumes") or ()))
 
     def env_value(self, name: str) -> str | None:
         """The literal value of env var `name`, or None (absent or from valueFrom)."""
@@ -49,7 +59,7 @@ class Container:
         kept = [dict(item) for item in self.env if item["name"] != name]
         if value is not None:
             kept.append({"name": name, "value": value})
-        return Container(env=tuple(kept), command=self.command, pod_metadata=self.pod_metadata)
+        return replace(self, env=tuple(kept))
 
     def without(self, env_names: Sequence[str] = (), flags: Sequence[str] = ()) -> Container:
         """A copy without the given env vars and `ray start` flags."""
@@ -57,7 +67,7 @@ class Container:
         for flag in flags:
             command = remove_flag(command, flag)
         env = tuple(item for item in self.env if item["name"] not in env_names)
-        return Container(env=env, command=command, pod_metadata=self.pod_metadata)
+        return replace(self, env=env, command=command)
 
 
 _K8S_VAR_REF = re.compile(r"\$(\$|\(([A-Za-z_][A-Za-z0-9_.-]*)\))")
@@ -116,6 +126,58 @@ def resolve_env(container: Container, secret_values: Secrets) -> dict[str, str]:
         else:
             raise HarnessError(f"env {name}: valueFrom {sorted(source)} is not supported by the harness")
     return out
+
+
+# Volume kinds whose files a test provides; the kubelet writes one file per key (or per `items` entry).
+_PROJECTED_KINDS = {"secret": "secretName", "configMap": "name"}
+
+
+def project_volumes(container: Container, secret_values: Secrets, config_maps: ConfigMaps,
+                    root: Path) -> dict[str, Path]:
+    """The files a kubelet would mount for the container's Secret and ConfigMap volumes, written under `root`:
+    {mount path in the container: the local folder that stands in for it}.
+
+    As the kubelet does: with `items`, one file per item at its `path` (a missing key is an error unless the
+    volume is optional); without, one file per key the test knows of that Secret or ConfigMap. Other volume
+    kinds (emptyDir for /dev/shm) are the node's business and skipped; `subPath` mounts are not supported.
+    `root` is emptied first: a restarted container sees the volumes as they are now.
+    """
+    shutil.rmtree(root, ignore_errors=True)
+    by_name = {v["name"]: v for v in container.volumes}
+    mounts: dict[str, Path] = {}
+    for mount in container.volume_mounts:
+        volume = by_name.get(mount["name"])
+        if volume is None:
+            raise HarnessError(f"volumeMount {mount['name']!r} names no volume of the pod")
+        kind = next((k for k in _PROJECTED_KINDS if k in volume), None)
+        if kind is None:
+            continue
+        if mount.get("subPath"):
+            raise HarnessError(f"volumeMount {mount['name']!r}: subPath is not supported by the harness")
+        source = volume[kind]
+        name = source[_PROJECTED_KINDS[kind]]
+        values = secret_values if kind == "secret" else config_maps
+        known = {key: value for (owner, key), value in values.items() if owner == name}
+        items = source.get("items")
+        if items is None and not known and not source.get("optional", False):
+            raise HarnessError(f"volume {mount['name']!r}: {kind} {name!r} is not provided")
+        files = {item["path"]: item["key"] for item in items} if items is not None else {k: k for k in known}
+        folder = root / mount["name"]
+        folder.mkdir(parents=True)
+        for path, key in files.items():
+            if key not in known:
+                if source.get("optional", False):
+                    continue
+                raise HarnessError(f"volume {mount['name']!r}: {kind} {name!r} has no key {key!r}")
+            rel = PurePosixPath(path)
+            if rel.is_absolute() or ".." in rel.parts:
+                raise HarnessError(f"volume {mount['name']!r}: item path {path!r} must be relative, without '..'")
+            target = folder.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(known[key])
+            target.chmod(int(source.get("defaultMode", 0o644)))
+        mounts[mount["mountPath"].rstrip("/")] = folder
+    return mounts
 
 
 def _flag_pattern(flag: str) -> re.Pattern[str]:

@@ -71,3 +71,34 @@ def hand_rendered(pod: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     present = {e["name"] for e in container["env"]}
     container["env"] += [{"name": k, "value": v} for k, v in env.items() if k not in present]
     return out
+
+
+# Where the webhook mounts the Redis TLS files (issue 14) and the env that names them. Only the harness's own
+# tests (test_harness.py) use them, through the stand-in below; test_redis_tls.py runs the rendered pods.
+TLS_CA_VOLUME, TLS_CA_DIR = "ray-ft-webhook-redis-ca", "/etc/ray-ft-webhook/redis-ca"
+TLS_CLIENT_VOLUME, TLS_CLIENT_DIR = "ray-ft-webhook-redis-client", "/etc/ray-ft-webhook/redis-client"
+TLS_ENV = ("RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY", "RAY_REDIS_SERVER_NAME")
+
+
+def hand_rendered_tls(pod: dict[str, Any], ca_secret: tuple[str, str] | None, client_secret: str | None,
+                      server_name: str | None = None) -> dict[str, Any]:
+    """`pod` with Redis TLS volumes, mounts and env like the webhook's (issue 14), written by hand for the
+    harness's tests. CA: Secret (name, key) projected to `ca.crt`; client certificate: a kubernetes.io/tls
+    Secret mounted whole (no `items`, unlike the webhook: both forms of a Secret volume are exercised)."""
+    out = copy.deepcopy(pod)
+    spec = out["spec"]
+    container = spec["containers"][0]
+    volumes, mounts, env = spec.setdefault("volumes", []), container.setdefault("volumeMounts", []), {}
+    if ca_secret is not None:
+        volumes.append({"name": TLS_CA_VOLUME,
+                        "secret": {"secretName": ca_secret[0], "items": [{"key": ca_secret[1], "path": "ca.crt"}]}})
+        mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
+        env["RAY_REDIS_CA_CERT"] = f"{TLS_CA_DIR}/ca.crt"
+    if client_secret is not None:
+        volumes.append({"name": TLS_CLIENT_VOLUME, "secret": {"secretName": client_secret}})
+        mounts.append({"name": TLS_CLIENT_VOLUME, "mountPath": TLS_CLIENT_DIR, "readOnly": True})
+        env["RAY_REDIS_CLIENT_CERT"] = f"{TLS_CLIENT_DIR}/tls.crt"
+        env["RAY_REDIS_CLIENT_KEY"] = f"{TLS_CLIENT_DIR}/tls.key"
+    if server_name is not None:
+        env["RAY_REDIS_SERVER_NAME"] = server_name
+    return hand_rendered(out, env)

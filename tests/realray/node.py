@@ -23,7 +23,7 @@ from pathlib import Path
 
 from testkit import processes
 
-from .container import Container, HarnessError, Role, Secrets, remove_flag, resolve_env
+from .container import ConfigMaps, Container, HarnessError, Role, Secrets, project_volumes, remove_flag, resolve_env
 from .netns import NetNS, PortAllocator
 
 # Each node gets its own slice of Ray's worker range: two raylets on one IP would otherwise hand out the same
@@ -140,11 +140,31 @@ def adapt_command(command: str, role: Role, ports: NodePorts, head_gcs_port: int
     return command[: match.end()] + "".join(f" {f}" for f in flags) + command[match.end():]
 
 
-def adapt_env(env: Mapping[str, str], role: Role, head_gcs_port: int, redis_address: str | None) -> dict[str, str]:
-    """The resolved env with only address values pointed at this machine; every other value verbatim."""
+def _adapt_path(value: str, mounts: Mapping[str, Path]) -> str | None:
+    """`value` rewritten to the local folder of the volume mount it lies in, or None when in none."""
+    for mount_path, local in mounts.items():
+        if value == mount_path:
+            return str(local)
+        if value.startswith(mount_path + "/"):
+            return str(local) + value[len(mount_path):]
+    return None
+
+
+def adapt_env(env: Mapping[str, str], role: Role, head_gcs_port: int, redis_address: str | None,
+              mounts: Mapping[str, Path] | None = None) -> dict[str, str]:
+    """The resolved env with only address values pointed at this machine, and paths inside the container's
+    Secret/ConfigMap volume mounts (`mounts`: mount path -> local folder, from `project_volumes`) pointed at
+    the local folder holding those files; every other value verbatim.
+
+    The one place a container's filesystem is mapped onto this machine: a path outside every mount stays as
+    written, so an env var naming a file the pod's volumes do not provide fails in Ray as it would in the pod.
+    """
     out = dict(env)
     for name, value in env.items():
-        if name == "RAY_REDIS_ADDRESS":
+        local = _adapt_path(value, mounts or {})
+        if local is not None:
+            out[name] = local
+        elif name == "RAY_REDIS_ADDRESS":
             if redis_address is None:
                 raise HarnessError("the container sets RAY_REDIS_ADDRESS but the tier has no Redis")
             out[name] = _adapt_address(value, redis_address)
@@ -205,10 +225,12 @@ class RayNode:
         num_cpus: int,
         secret_values: Secrets,
         redis_address: str | None,
+        config_maps: ConfigMaps | None = None,
     ) -> None:
         self.name, self.role, self.container = name, role, container
         self.netns, self.ports, self.head_gcs_port, self.num_cpus = netns, ports, head_gcs_port, num_cpus
         self.secret_values, self.redis_address = secret_values, redis_address
+        self.config_maps: ConfigMaps = config_maps or {}
         self.dir = workdir / name
         self.ray_dir = self.dir / "tmp-ray"
         self.home = self.dir / "home"
@@ -232,7 +254,9 @@ class RayNode:
         if container is not None:
             self.container = container
         resolved = resolve_env(self.container, self.secret_values)
-        self.env = {**image_env(self.home), **adapt_env(resolved, self.role, self.head_gcs_port, self.redis_address)}
+        mounts = project_volumes(self.container, self.secret_values, self.config_maps, self.dir / "volumes")
+        adapted = adapt_env(resolved, self.role, self.head_gcs_port, self.redis_address, mounts)
+        self.env = {**image_env(self.home), **adapted}
         self.command = adapt_command(self.container.command, self.role, self.ports, self.head_gcs_port, self.num_cpus)
         self.starts += 1
         self.log.write_text(f"# {self.name} start {self.starts}\n# command: {self.command}\n")

@@ -16,60 +16,24 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-
-from webhook.cli.render import Rendered, render
-from webhook.core.settings import Settings
 
 from . import fixtures as fx
 from .cluster import Cluster, Tier
 from .container import Container
-from .driver import DriverResult
+from .scenario import (
+    HEAD_EXIT_AFTER_SIGKILL_S,
+    HEAD_EXIT_AFTER_SIGTERM_S,
+    INCREMENT,
+    create_actor,
+    kill_gcs_and_wait_head_exit,
+    ok,
+    render_pair,
+    start,
+)
 
 pytestmark = pytest.mark.realray
-
-# The guide's detached_actor.py and its first increment_counter.py run, in one driver (step 5). The extra
-# `node_id` method only reports where the actor lives: on the worker, since the head has no CPUs.
-CREATE_ACTOR = """
-deadline = time.monotonic() + 120
-while sum(n["Alive"] for n in ray.nodes()) < 2:
-    if time.monotonic() > deadline:
-        raise RuntimeError("the worker never joined the cluster")
-    time.sleep(0.5)
-
-@ray.remote(num_cpus=1)
-class Counter:
-    def __init__(self):
-        self.value = 0
-
-    def increment(self):
-        self.value += 1
-        return self.value
-
-    def node_id(self):
-        return ray.get_runtime_context().get_node_id()
-
-counter = Counter.options(name="counter_actor", lifetime="detached").remote()
-result({
-    "value": ray.get(counter.increment.remote(), timeout=120),
-    "actor_node": ray.get(counter.node_id.remote(), timeout=60),
-    "driver_node": ray.get_runtime_context().get_node_id(),
-})
-"""
-
-# The guide's increment_counter.py (step 8), reporting which nodes GCS sees alive.
-INCREMENT = """
-counter = ray.get_actor("counter_actor")
-value = ray.get(counter.increment.remote(), timeout=90)
-result({
-    "value": value,
-    "actor_node": ray.get(counter.node_id.remote(), timeout=60),
-    "alive_nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
-})
-"""
 
 # Control (c) after the restart: call the actor until Ray gives a final answer. Right after a GCS restart a
 # vanished worker's actor is only "temporarily unavailable"; once GCS stops waiting for the worker's raylet
@@ -90,11 +54,6 @@ while True:
 result({"seen": seen, "alive_nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])})
 """
 
-# Bounds, generous for a 2-core machine shared with other work.
-HEAD_EXIT_AFTER_SIGKILL_S = 60  # measured ~1 s: `ray start --block` notices its GCS died
-# SIGTERM (the guide's `pkill`) counts as a graceful exit for `ray start --block`; the head's other
-# processes give up on GCS after Ray's default 60 s, and then the head ends.
-HEAD_EXIT_AFTER_SIGTERM_S = 150
 SHORT_WORKER_TIMEOUT_S = 10
 
 
@@ -103,70 +62,21 @@ def _secrets(tier: Tier) -> dict[tuple[str, str], str]:
     return {(fx.SECRET, fx.SECRET_KEY): tier.redis.password}
 
 
-def _render_pair(cluster: dict[str, Any], settings: Settings | None = None) -> tuple[Rendered, Rendered]:
-    """The webhook's answer for the quick start's head and worker pods."""
-    settings = settings or Settings()
-    head = render(cluster, fx.head_pod(cluster), settings)
-    worker = render(cluster, fx.worker_pod(cluster), settings)
-    for rendered in (head, worker):
-        assert rendered.denied is None, rendered.denied
-        assert rendered.skipped is None, rendered.skipped
-    return head, worker
-
-
-@pytest.fixture
-def clusters(tier: Tier) -> Iterator[list[Cluster]]:
-    """Clusters a test creates; all stopped (by PID) when the test ends, however it ends."""
-    made: list[Cluster] = []
-    yield made
-    for cluster in made:
-        cluster.stop()
-
-
 def _start(tier: Tier, made: list[Cluster], name: str, head: Container, worker: Container) -> Cluster:
-    cluster = Cluster(tier, name, head, worker, _secrets(tier))
-    made.append(cluster)
-    try:
-        cluster.start()
-    except Exception as exc:
-        pytest.fail(f"cluster {name} did not start: {exc}\n{cluster.diagnostics()}", pytrace=False)
-    return cluster
-
-
-def _ok(cluster: Cluster, run: DriverResult, what: str) -> dict[str, Any]:
-    assert run.ok, f"{what}: {run.result}\n{cluster.diagnostics()}"
-    assert run.result is not None
-    return run.result
-
-
-def _create_actor(cluster: Cluster) -> dict[str, Any]:
-    """Step 5: the detached actor, incremented once; it must live on the worker."""
-    created = _ok(cluster, cluster.run_driver(CREATE_ACTOR), "create counter_actor")
-    assert created["value"] == 1
-    assert created["actor_node"] != created["driver_node"], "the actor must live on the worker, not the head"
-    return created
-
-
-def _kill_gcs_and_wait_head_exit(cluster: Cluster, sig: signal.Signals, bound_s: float) -> float:
-    """Step 7.2: kill only `gcs_server` in the head; wait for the head "pod" to fail. Seconds it took."""
-    t0 = time.monotonic()
-    cluster.kill_gcs(sig)
-    exited = cluster.head.wait_exit(bound_s)
-    assert exited, f"the head did not end within {bound_s}s of the GCS kill\n{cluster.diagnostics()}"
-    return time.monotonic() - t0
+    return start(made, Cluster(tier, name, head, worker, _secrets(tier)))
 
 
 def test_detached_actor_survives_gcs_restart(tier: Tier, clusters: list[Cluster], note: list[str]) -> None:
     """Steps 5-8 with the webhook's output: 1, kill GCS, head restarts from Redis, worker stays, then 2."""
     uid = str(uuid.uuid4())
-    head_r, worker_r = _render_pair(fx.raycluster(uid))
+    head_r, worker_r = render_pair(fx.raycluster(uid))
     head, worker = Container.from_pod(head_r.pod), Container.from_pod(worker_r.pod)
     # What the webhook must have given these pods for the rest to mean anything.
     assert head.env_value("RAY_external_storage_namespace") == uid
     assert worker.env_value("RAY_gcs_rpc_server_reconnect_timeout_s") == "600"
 
     cluster = _start(tier, clusters, "positive", head, worker)
-    created = _create_actor(cluster)
+    created = create_actor(cluster)
 
     # Step 6: GCS tables are in Redis under the rendered namespace, the actor among them.
     assert tier.redis is not None
@@ -178,12 +88,12 @@ def test_detached_actor_survives_gcs_restart(tier: Tier, clusters: list[Cluster]
     # Step 7: `pkill gcs_server` (SIGTERM, as in the guide). The head fails after its own 60 s GCS timeout,
     # an outage longer than Ray's default worker timeout: only the webhook's 600 s keeps the worker.
     raylet = cluster.worker.find("raylet")
-    outage = _kill_gcs_and_wait_head_exit(cluster, signal.SIGTERM, HEAD_EXIT_AFTER_SIGTERM_S)
+    outage = kill_gcs_and_wait_head_exit(cluster, signal.SIGTERM, HEAD_EXIT_AFTER_SIGTERM_S)
     assert cluster.worker_raylet_alive(), f"the worker gave up during a {outage:.0f}s outage\n{cluster.diagnostics()}"
     cluster.restart_head()  # same env: a container restart
 
     # Step 8: the same actor on the same worker, state kept: 2.
-    after = _ok(cluster, cluster.run_driver(INCREMENT), "increment after the GCS restart")
+    after = ok(cluster, cluster.run_driver(INCREMENT), "increment after the GCS restart")
     assert after["value"] == 2
     assert after["actor_node"] == created["actor_node"]
     assert created["actor_node"] in after["alive_nodes"], "GCS does not see the worker alive after the restart"
@@ -210,10 +120,10 @@ def test_without_ft_env_actor_is_lost(tier: Tier, clusters: list[Cluster], note:
     keys_before = tier.redis.keys()
 
     cluster = _start(tier, clusters, "no-ft", head, worker)
-    _create_actor(cluster)
+    create_actor(cluster)
     assert tier.redis.keys() == keys_before, "a head without RAY_REDIS_ADDRESS wrote to Redis"
 
-    outage = _kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
+    outage = kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
     cluster.restart_head()
     after = cluster.run_driver(INCREMENT)
     assert not after.ok, f"the actor survived without FT: {after.result}"
@@ -226,11 +136,11 @@ def test_other_storage_namespace_does_not_see_actor(tier: Tier, clusters: list[C
     re-admission) uses Ray's default storage namespace, not the cluster's, and the actor is gone for it."""
     uid = str(uuid.uuid4())
     cluster_obj = fx.raycluster(uid)
-    head_r, worker_r = _render_pair(cluster_obj)
+    head_r, worker_r = render_pair(cluster_obj)
     cluster = _start(
         tier, clusters, "other-ns", Container.from_pod(head_r.pod), Container.from_pod(worker_r.pod)
     )
-    _create_actor(cluster)
+    create_actor(cluster)
     assert tier.redis is not None
     assert tier.redis.storage_keys(uid)
 
@@ -239,7 +149,7 @@ def test_other_storage_namespace_does_not_see_actor(tier: Tier, clusters: list[C
     assert unpatched_head.env_value("RAY_REDIS_ADDRESS") is not None  # still on Redis, another namespace
     keys_before = set(tier.redis.keys())
 
-    _kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
+    kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
     cluster.restart_head(unpatched_head)
     after = cluster.run_driver(INCREMENT)
     assert not after.ok, f"a head with another storage namespace found the actor: {after.result}"
@@ -257,16 +167,16 @@ def test_short_worker_timeout_gives_up(tier: Tier, clusters: list[Cluster], note
     lost the actor with it. The webhook warns about exactly this configuration."""
     uid = str(uuid.uuid4())
     annotation = {"ray-ft-webhook.io/worker-reconnect-timeout-s": str(SHORT_WORKER_TIMEOUT_S)}
-    head_r, worker_r = _render_pair(fx.raycluster(uid, annotation))
+    head_r, worker_r = render_pair(fx.raycluster(uid, annotation))
     worker = Container.from_pod(worker_r.pod)
     assert worker.env_value("RAY_gcs_rpc_server_reconnect_timeout_s") == str(SHORT_WORKER_TIMEOUT_S)
     assert worker_r.warnings, "the webhook should warn that 10 s is not above the head's timeout"
 
     cluster = _start(tier, clusters, "short-timeout", Container.from_pod(head_r.pod), worker)
-    created = _create_actor(cluster)
+    created = create_actor(cluster)
 
     t0 = time.monotonic()
-    _kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
+    kill_gcs_and_wait_head_exit(cluster, signal.SIGKILL, HEAD_EXIT_AFTER_SIGKILL_S)
     # The head stays down (the outage goes on) until the worker ends by itself.
     gave_up = cluster.worker.wait_exit(SHORT_WORKER_TIMEOUT_S + 90)
     waited = time.monotonic() - t0
@@ -274,7 +184,7 @@ def test_short_worker_timeout_gives_up(tier: Tier, clusters: list[Cluster], note
     assert SHORT_WORKER_TIMEOUT_S <= waited < 60, f"the worker ended {waited:.1f}s after the kill"
 
     cluster.restart_head()
-    settled = _ok(cluster, cluster.run_driver(INCREMENT_UNTIL_SETTLED), "calls after the restart")
+    settled = ok(cluster, cluster.run_driver(INCREMENT_UNTIL_SETTLED), "calls after the restart")
     assert settled["seen"][-1] in ("ActorDiedError", "ValueError"), f"the actor is not lost: {settled['seen']}"
     assert created["actor_node"] not in settled["alive_nodes"]
     note.append(f"worker ended {waited:.1f}s after the GCS kill; calls after restart: {' -> '.join(settled['seen'])}")

@@ -3,12 +3,14 @@ node IP, ports and addresses are changed. Fast and unmarked, so it runs with the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from testkit import kuberay_pods
 
 from . import fixtures as fx
-from .container import Container, HarnessError, resolve_env
+from .container import Container, HarnessError, project_volumes, resolve_env
 from .node import NodePorts, adapt_command, adapt_env
 
 SECRETS = {(fx.SECRET, fx.SECRET_KEY): "pw-from-secret"}
@@ -83,3 +85,40 @@ def test_without_strips_ft_env_and_flags() -> None:
 def test_role_mismatch_is_an_error() -> None:
     with pytest.raises(HarnessError, match="--head"):
         adapt_command(_head().command, "worker", WORKER_PORTS, head_gcs_port=1, num_cpus=1)
+
+
+TLS_SECRETS = {**SECRETS, ("ca", "bundle.pem"): "CA PEM", ("client", "tls.crt"): "CERT", ("client", "tls.key"): "KEY"}
+
+
+def _tls_head() -> Container:
+    cluster = fx.raycluster("uid-1")
+    return Container.from_pod(fx.hand_rendered_tls(fx.head_pod(cluster), ("ca", "bundle.pem"), "client"))
+
+
+def test_secret_volumes_become_local_folders_and_env_paths_follow(tmp_path: Path) -> None:
+    container = _tls_head()
+    mounts = project_volumes(container, TLS_SECRETS, {}, tmp_path)
+    assert set(mounts) == {fx.TLS_CA_DIR, fx.TLS_CLIENT_DIR}  # /dev/shm's emptyDir is the node's business
+    adapted = adapt_env(resolve_env(container, TLS_SECRETS), "head", 1, "127.0.0.1:2", mounts)
+    assert Path(adapted["RAY_REDIS_CA_CERT"]).read_text() == "CA PEM"  # item key bundle.pem -> path ca.crt
+    assert Path(adapted["RAY_REDIS_CLIENT_CERT"]).read_text() == "CERT"
+    assert Path(adapted["RAY_REDIS_CLIENT_KEY"]).read_text() == "KEY"
+    assert all(Path(adapted[n]).is_relative_to(tmp_path) for n in fx.TLS_ENV if n in adapted)
+
+
+def test_paths_the_volumes_do_not_provide_stay_missing(tmp_path: Path) -> None:
+    """An env path under a mount but naming a file the volume lacks, or outside every mount, does not
+    resolve to a file: Ray fails as it would in the pod."""
+    container = _tls_head().with_env("RAY_REDIS_CA_CERT", f"{fx.TLS_CA_DIR}/bundle.pem")
+    container = container.with_env("OTHER", "/etc/ray-ft-webhook/redis-cax/ca.crt")
+    mounts = project_volumes(container, TLS_SECRETS, {}, tmp_path)
+    adapted = adapt_env(resolve_env(container, TLS_SECRETS), "head", 1, "127.0.0.1:2", mounts)
+    assert not Path(adapted["RAY_REDIS_CA_CERT"]).exists()
+    assert adapted["OTHER"] == "/etc/ray-ft-webhook/redis-cax/ca.crt"
+
+
+def test_volume_of_a_missing_secret_or_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match=r"'ca' has no key 'bundle\.pem'"):
+        project_volumes(_tls_head(), {**SECRETS, ("client", "tls.crt"): "C", ("ca", "ca.crt"): "X"}, {}, tmp_path)
+    with pytest.raises(HarnessError, match="secret 'client' is not provided"):
+        project_volumes(_tls_head(), {**SECRETS, ("ca", "bundle.pem"): "X"}, {}, tmp_path)

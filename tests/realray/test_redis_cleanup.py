@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import secrets
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,13 @@ from webhook.core.settings import Settings
 
 from . import fixtures as fx
 from .cluster import Tier
-from .container import Container, resolve_env
-from .node import RayNode, adapt_env, allocate_node_ports, image_env
+from .container import Container
+from .node import RayNode, allocate_node_ports
 from .redis_server import Redis
+from .scenario import run_pod
 
 pytestmark = pytest.mark.realray
 
-CLEANUP_TIMEOUT_S = 180  # Ray's import and at most RAY_redis_db_connect_retries x 0.5 s; measured ~5 s
 ACL_USER = "raygcs"
 ACL_SECRET = ("redis-acl", "password")
 
@@ -56,22 +55,8 @@ def _raycluster(uid: str) -> dict[str, Any]:
 
 
 def _run_pod(tier: Tier, pod: dict[str, Any], secret_values: dict[tuple[str, str], str], log: Path) -> int:
-    """Run a pod's container as a kubelet would: its `command` + `args`, its env (Secrets resolved), in the
-    tier's network namespace with the Ray image's PATH. Only the Redis address is pointed at this machine."""
     assert tier.redis is not None
-    container = Container.from_pod(pod)
-    home = log.parent / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**image_env(home), **adapt_env(resolve_env(container, secret_values), "head", 0, tier.redis.address)}
-    command = pod["spec"]["containers"][0]["command"]
-    proc = processes.start(tier.netns.argv([*command, *pod["spec"]["containers"][0]["args"]]), env=env, log=log,
-                           cwd="/")
-    try:
-        return proc.wait(timeout=CLEANUP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the cleanup pod ran longer than {CLEANUP_TIMEOUT_S}s\n{processes.tail(log)}", pytrace=False)
-    finally:
-        processes.stop_process(proc, 5, group=True)
+    return run_pod(tier.netns, pod, secret_values, tier.redis.address, log)
 
 
 def _write_other_cluster(redis: Redis, namespace: str) -> list[str]:
