@@ -104,7 +104,7 @@ def _add_defaults(parser: argparse.ArgumentParser) -> None:
     _add(group, "--default-redis-ca-configmap", "the same from a ConfigMap", _ca_configmap)
     _add(group, "--default-redis-client-cert-secret", "kubernetes.io/tls Secret NAME: the client certificate for "
          "mutual TLS (RAY_REDIS_CLIENT_CERT, RAY_REDIS_CLIENT_KEY)", parse_object_name)
-    _add(group, "--default-redis-server-name", "the name Redis's certificate is checked for (RAY_REDIS_SERVER_NAME)",
+    _add(group, "--default-redis-server-name", "the TLS server name (SNI) Ray sends to Redis (RAY_REDIS_SERVER_NAME)",
          parse_server_name)
     _add(group, "--worker-reconnect-timeout-s", "seconds workers wait for GCS to come back",
          parse_positive_int, default=KUBERAY_WORKER_RECONNECT_TIMEOUT_S)

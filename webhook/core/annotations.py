@@ -28,7 +28,8 @@ REDIS_CA_SECRET = PREFIX + "redis-ca-secret"
 REDIS_CA_CONFIGMAP = PREFIX + "redis-ca-configmap"
 # RayCluster: `NAME` of a kubernetes.io/tls Secret (tls.crt, tls.key): the client certificate for mutual TLS.
 REDIS_CLIENT_CERT_SECRET = PREFIX + "redis-client-cert-secret"
-# RayCluster: the name Redis's certificate is checked for, when it is not the address's host (RAY_REDIS_SERVER_NAME).
+# RayCluster: the TLS server name Ray sends (SNI) to Redis (RAY_REDIS_SERVER_NAME); Ray does not check the
+# certificate's host name against it.
 REDIS_SERVER_NAME = PREFIX + "redis-server-name"
 # Namespace only: "enabled" turns GCS FT on for RayClusters created there without an FT setting (not those of a
 # RayJob); "enabled-including-rayjobs" for those too; "disabled" (or absent) leaves them alone.
