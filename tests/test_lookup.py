@@ -16,7 +16,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError,
 
 from testkit.kuberay_pods import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
-from webhook.admission.watch import WatchCache, _describe
+from webhook.admission.watch import NamespaceCache, WatchCache, _describe
 from webhook.common.errors import InputError
 from webhook.core.pod import Owner
 from webhook.core.raycluster import parse_raycluster
@@ -88,6 +88,40 @@ def test_a_cluster_being_deleted_is_found_by_the_fallback_get() -> None:
     facts = asyncio.run(cache.fetch(Owner("default", "a", None)))
     assert facts.uid == "u1" and facts.ft_enabled and results == ["found"]
     assert cache.cached(Owner("default", "a", None)) is not None
+
+
+def _namespace(name: str, address: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "annotations": {"ray-ft-webhook.io/redis-address": address}}}
+
+
+class NamespaceGetApi:
+    """The Namespace cache's only I/O seam: the GET (`obj` None: 404)."""
+
+    def __init__(self, obj: dict | None) -> None:
+        self.obj = obj
+
+    def read_namespace(self, name: str, **kwargs: object) -> dict:
+        if self.obj is None:
+            raise ApiException(status=404, reason="Not Found")
+        return self.obj
+
+
+def test_namespace_watch_events_and_counted_fallback_gets() -> None:
+    results: list[str] = []
+    cache = NamespaceCache(ApiClient(), on_get=results.append)
+    cache._api = NamespaceGetApi(_namespace("t", "fetched:1"))
+    assert asyncio.run(cache.fetch("t")).ours.redis_address == "fetched:1" and results == ["found"]
+    cache.apply("MODIFIED", _namespace("t", "changed:2"))  # the watch replaces what the GET put there
+    assert cache.cached("t").ours.redis_address == "changed:2"
+    asyncio.run(cache.fetch("t"))  # a GET never replaces what the watch delivered
+    assert cache.cached("t").ours.redis_address == "changed:2" and results == ["found", "found"]
+    cache.apply("DELETED", _namespace("t", "changed:2"))
+    assert cache.cached("t") is None
+    cache._api = NamespaceGetApi(None)
+    with pytest.raises(LookupFailed, match="cannot read Namespace gone: not found"):
+        asyncio.run(cache.fetch("gone"))
+    assert results == ["found", "found", "not_found"]
 
 
 def test_static_lookup_from_folder(tmp_path: Path) -> None:

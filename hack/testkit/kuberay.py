@@ -476,6 +476,41 @@ def remove_finalizers(api: client.ApiClient, namespace: str) -> None:
                     )
 
 
+def cleanup_selector(cluster: str) -> str:
+    """The labels of a RayCluster's Redis cleanup Job and its pod (the head's, node type `redis-cleanup`)."""
+    return f"ray.io/cluster={cluster},ray.io/node-type=redis-cleanup"
+
+
+def complete_cleanup(api: client.ApiClient, namespace: str, cluster: str, timeout: float = 60) -> None:
+    """The rest of a Redis cleanup without a kubelet: mark the cleanup pod Succeeded through the API (what a
+    kubelet reports when the line exits 0), then wait for kube-controller-manager's Job controller to complete
+    the Job and for KubeRay to remove its finalizer, so RayCluster `cluster` is gone."""
+    core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
+    selector = cleanup_selector(cluster)
+    (pod,) = core.list_namespaced_pod(namespace, label_selector=selector).items
+    container = pod.spec.containers[0]
+    core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
+                               "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+    }})
+
+    def gone() -> bool:
+        return not custom.list_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters", field_selector=f"metadata.name={cluster}")["items"]
+
+    # KubeRay removes its finalizer only once the Job is Complete; the garbage collector then deletes the Job
+    # with its RayCluster, sometimes before a poll sees the condition: a RayCluster gone counts as well (the
+    # caller can read KubeRay's "has been completed" line in the operator's log).
+    kube.wait_for(f"the Job controller to complete the cleanup Job of {namespace}/{cluster}",
+                  lambda: gone() or any(c.type == "Complete" and c.status == "True"
+                                        for j in batch.list_namespaced_job(namespace, label_selector=selector).items
+                                        for c in j.status.conditions or ()),
+                  timeout=timeout, interval=0.5)
+    kube.wait_for(f"KubeRay to remove its finalizer and RayCluster {namespace}/{cluster} to be gone",
+                  gone, timeout=timeout, interval=0.5)
+
+
 # -- the sample and its variants -------------------------------------------------------------------------------
 
 

@@ -44,6 +44,11 @@ class Metrics:
             "ray_ft_webhook_raycluster_fallback_gets",
             "Direct GETs of a RayCluster after a cache miss, by result.", ["result"], registry=r,
         )
+        self.namespace_fallback_gets = Counter(
+            "ray_ft_webhook_namespace_fallback_gets",
+            "Direct GETs of a Namespace (for its defaults) not yet in the Namespace cache, by result.", ["result"],
+            registry=r,
+        )
         self.cached_clusters = Gauge("ray_ft_webhook_rayclusters_cached", "RayClusters in the cache.", registry=r)
         self.connections_open = Gauge(
             "ray_ft_webhook_connections_open", "Client connections open, TLS handshakes included.", registry=r

@@ -256,10 +256,11 @@ class NamespaceCache(_ListWatch):
 
     kind = "namespace"
 
-    def __init__(self, api_client: Any, timeout_s: float = 2.0) -> None:
+    def __init__(self, api_client: Any, timeout_s: float = 2.0,
+                 on_get: Callable[[str], None] | None = None) -> None:
         from kubernetes import client
 
-        super().__init__((None,), timeout_s)
+        super().__init__((None,), timeout_s, on_get)
         self._api = client.CoreV1Api(api_client)
         self._namespaces: dict[str, NamespaceFacts] = self._items
 
@@ -280,7 +281,10 @@ class NamespaceCache(_ListWatch):
         try:
             obj = self._api.read_namespace(name, _request_timeout=self._timeout_s)
         except Exception as exc:
-            raise LookupFailed(f"cannot read Namespace {name}: {_describe(exc, self._timeout_s)}") from None
+            reason = _describe(exc, self._timeout_s)
+            self._on_get("not_found" if reason == "not found" else "error")
+            raise LookupFailed(f"cannot read Namespace {name}: {reason}") from None
+        self._on_get("found")
         facts = parse_namespace(_plain(obj))
         with self._lock:
             self._namespaces.setdefault(name, facts)

@@ -76,7 +76,9 @@ def build_lookup(opts: ServeOptions, metrics: Metrics, api: Any) -> RayClusterLo
     cache = WatchCache(api, opts.namespaces, opts.lookup_timeout_s,
                        on_get=lambda result: metrics.fallback_gets.labels(result).inc())
     metrics.cached_clusters.set_function(lambda: len(cache))
-    lookup = ApiLookup(cache, NamespaceCache(api, opts.lookup_timeout_s))
+    namespaces = NamespaceCache(api, opts.lookup_timeout_s,
+                                on_get=lambda result: metrics.namespace_fallback_gets.labels(result).inc())
+    lookup = ApiLookup(cache, namespaces)
     lookup.start()
     return lookup
 
