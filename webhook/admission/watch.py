@@ -33,7 +33,7 @@ _MAX_BACKOFF_S = 30.0
 LIST_PAGE = 500
 
 
-def _describe(exc: Exception, timeout_s: float | None = None) -> str:
+def _describe(exc: Exception, timeout_s: float | None = None, resource: str = "rayclusters.ray.io") -> str:
     """A short, specific reason for a failed API call (never the response body: it could echo anything).
     `timeout_s` is the call's own bound, named in the message when that is what ran out."""
     from kubernetes.client.exceptions import ApiException
@@ -43,7 +43,7 @@ def _describe(exc: Exception, timeout_s: float | None = None) -> str:
         if exc.status == 404:
             return "not found"
         if exc.status in (401, 403):
-            return f"forbidden (HTTP {exc.status}): check the webhook's RBAC for rayclusters.ray.io"
+            return f"forbidden (HTTP {exc.status}): check the webhook's RBAC for {resource}"
         if exc.status == 410:
             return "resource version too old (HTTP 410)"
         return f"HTTP {exc.status} {exc.reason}"
@@ -61,6 +61,7 @@ class _ListWatch:
     """A dict of parsed objects kept by list+watch, one daemon thread per scope (a namespace, or None: all)."""
 
     kind = "object"
+    resource = "objects"
 
     def __init__(self, scopes: tuple[str | None, ...], timeout_s: float,
                  on_get: Callable[[str], None] | None = None) -> None:
@@ -175,7 +176,7 @@ class _ListWatch:
     def _failed(self, scope: str | None, phase: str, exc: Exception, backoff: float) -> None:
         """Log what failed (the list or the watch, and why), then wait `backoff` seconds or until stopped."""
         log.warning(f"{self.kind} {phase} failed, retrying", extra={
-            "scope": scope or "*", "reason": _describe(exc), "retry_in_s": backoff})
+            "scope": scope or "*", "reason": _describe(exc, resource=self.resource), "retry_in_s": backoff})
         self._stop.wait(backoff)
 
 
@@ -192,6 +193,7 @@ class WatchCache(_ListWatch):
     """RayClusters from the Kubernetes API: list+watch per namespace scope in a daemon thread each."""
 
     kind = "raycluster"
+    resource = "rayclusters.ray.io"
 
     def __init__(self, api_client: Any, namespaces: Iterable[str] = (), timeout_s: float = 2.0,
                  on_get: Callable[[str], None] | None = None) -> None:
@@ -231,7 +233,7 @@ class WatchCache(_ListWatch):
                 GROUP, VERSION, owner.namespace, PLURAL, owner.name, _request_timeout=self._timeout_s
             )
         except Exception as exc:
-            reason = _describe(exc, self._timeout_s)
+            reason = _describe(exc, self._timeout_s, self.resource)
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read {where}: {reason}") from None
         facts = parse_raycluster(cast(dict[str, Any], obj))
@@ -252,9 +254,11 @@ class WatchCache(_ListWatch):
 
 class NamespaceCache(_ListWatch):
     """The Namespaces' defaults for their RayClusters: one list+watch of all Namespaces (few, small objects), a
-    bounded GET for one not seen yet. A Namespace that does not exist gives no defaults."""
+    bounded GET for one not seen yet (a Namespace that cannot be read fails the lookup like a RayCluster would;
+    nothing can be created in one that does not exist)."""
 
     kind = "namespace"
+    resource = "namespaces"
 
     def __init__(self, api_client: Any, timeout_s: float = 2.0,
                  on_get: Callable[[str], None] | None = None) -> None:
@@ -281,7 +285,7 @@ class NamespaceCache(_ListWatch):
         try:
             obj = self._api.read_namespace(name, _request_timeout=self._timeout_s)
         except Exception as exc:
-            reason = _describe(exc, self._timeout_s)
+            reason = _describe(exc, self._timeout_s, self.resource)
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read Namespace {name}: {reason}") from None
         self._on_get("found")
