@@ -34,7 +34,8 @@ COMBINATIONS: dict[str, list[str]] = {
     "admin defaults": ["--set", "config.defaultRedisAddress=rediss://redis.ray-system:6380",
                        "--set", "config.defaultRedisPasswordSecret=redis-admin/pw",
                        "--set", "config.defaultRedisCaConfigmap=redis-ca", "--set", "config.headReconnectTimeoutS=120",
-                       "--set", "config.onLookupFailure=allow", "--set", "extraConfig.RAY_FT_WEBHOOK_LOOKUP_TIMEOUT_S=3"],
+                       "--set", "config.onLookupFailure=allow",
+                       "--set", "extraConfig.RAY_FT_WEBHOOK_LOOKUP_TIMEOUT_S=3"],
     "fail open, opt-in namespaces, pods webhook only": [
         "--set", "webhooks.pods.failurePolicy=Ignore", "--set", "webhooks.rayclusterDefaults.enabled=false",
         "--set", "webhooks.validate.enabled=false",
@@ -185,7 +186,8 @@ def test_chart_renders_the_kustomize_overlay_object_by_object(overlay: str, comb
     want, got = kustomized(overlay), helmed(rendered(combination))
     assert sorted(got) == sorted(want)
     for key, obj in want.items():
-        assert got[key] == obj, f"{key} differs:\n--- kustomize\n{yaml.safe_dump(obj)}--- helm\n{yaml.safe_dump(got[key])}"
+        assert got[key] == obj, \
+            f"{key} differs:\n--- kustomize\n{yaml.safe_dump(obj)}--- helm\n{yaml.safe_dump(got[key])}"
 
 
 def test_a_changed_default_rolls_the_pods() -> None:
