@@ -1,5 +1,6 @@
 """What a test does when a tool it needs is missing: with CI=true it fails, elsewhere it skips with one line
-saying how to get the tool; and kubectl, helm, promtool and cert-manager's CRDs, found or fetched the same way."""
+saying how to get the tool; and kubectl, helm, promtool, cert-manager's and prometheus-operator's CRDs, found or
+fetched the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.paths import CERT_MANAGER_SCRIPT, HELM_SCRIPT, PROMTOOL_SCRIPT, TESTBIN_SCRIPT
+from testkit.paths import CERT_MANAGER_SCRIPT, HELM_SCRIPT, PROMETHEUS_OPERATOR_SCRIPT, PROMTOOL_SCRIPT, TESTBIN_SCRIPT
 
 
 def in_ci() -> bool:
@@ -53,6 +54,17 @@ def cert_manager_crds() -> Path:
     out = subprocess.run(["bash", str(CERT_MANAGER_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
     if out.returncode != 0:
         missing("cert-manager's CRDs", "hack/cert-manager-crds.sh failed (see its output above)")
+    return Path(out.stdout.strip())
+
+
+def prometheus_operator_crds() -> Path:
+    """The folder of prometheus-operator's ServiceMonitor and PrometheusRule CRD files, fetched from the Go module
+    proxy by hack/prometheus-operator-crds.sh (needs Go). Missing: fails with CI=true, skips elsewhere."""
+    if shutil.which("go") is None:
+        missing("prometheus-operator's CRDs", "install Go so hack/prometheus-operator-crds.sh can fetch them")
+    out = subprocess.run(["bash", str(PROMETHEUS_OPERATOR_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    if out.returncode != 0:
+        missing("prometheus-operator's CRDs", "hack/prometheus-operator-crds.sh failed (see its output above)")
     return Path(out.stdout.strip())
 
 

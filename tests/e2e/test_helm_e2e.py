@@ -8,7 +8,8 @@ ServiceAccount) and reports the pod Succeeded with its exit code. The webhook it
 self-managed mode, as the chart's ServiceAccount, with the chart's ConfigMap as its environment; the chart's
 webhook configurations reach it through the test-only value `webhooks.testOnlyURL`. What is shown:
 
-- install: every object of the release exists; the replica creates the Secret and Lease and writes the caBundle
+- install: every object of the release exists (the ServiceMonitor and PrometheusRule accepted by
+  prometheus-operator's own CRDs); the replica creates the Secret and Lease and writes the caBundle
   of the Helm-installed configurations; a Ray head pod is mutated through them with the ConfigMap's defaults,
   and a RayCluster in an ft-default Namespace gets `ray.io/ft-enabled` through the second webhook;
 - upgrade (a changed default, so the pods roll): at no moment fewer ready webhook pods than replicas, every
@@ -36,7 +37,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from testkit import chart, kube
-from testkit.ci import helm, kubectl
+from testkit.ci import helm, kubectl, prometheus_operator_crds
 from testkit.controlplane import RAYCLUSTER_CRD, WEBHOOK_USER, ControlPlane, ControlPlaneError
 from testkit.kube import wait_for
 from testkit.kuberay_pods import FT_ENABLED, pod, raycluster
@@ -51,7 +52,9 @@ RELEASE = chart.RELEASE
 HOOK_USER = f"system:serviceaccount:{NS}:{RELEASE}-uninstall"
 INJECTED = "ray-ft-webhook.io/injected"
 VALUES = ["--set", "config.defaultRedisAddress=redis.ray-system:6379",
-          "--set", "config.defaultRedisPasswordSecret=redis-admin/pw"]
+          "--set", "config.defaultRedisPasswordSecret=redis-admin/pw",
+          # validated by prometheus-operator's own CRDs (hack/prometheus-operator-crds.sh)
+          "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"]
 LOCAL_ENV = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
 
 
@@ -203,7 +206,14 @@ def test_helm_install_upgrade_uninstall(cp: ControlPlane, tmp_path: Path) -> Non
     core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
     admission, custom = client.AdmissionregistrationV1Api(admin), client.CustomObjectsApi(admin)
     client.ApiextensionsV1Api(admin).create_custom_resource_definition(RAYCLUSTER_CRD)
-    kube.wait_established(admin, ["rayclusters.ray.io"])
+    dyn = kube.dynamic_client(admin, tmp_path / "discovery")
+    crds = prometheus_operator_crds()
+    for plural in ("servicemonitors", "prometheusrules"):
+        for crd in yaml.safe_load_all((crds / f"monitoring.coreos.com_{plural}.yaml").read_text()):
+            if crd:
+                kube.apply(dyn, crd)
+    kube.wait_established(admin, ["rayclusters.ray.io", "servicemonitors.monitoring.coreos.com",
+                                  "prometheusrules.monitoring.coreos.com"])
     run_helm = Helm(helm(), cp.admin_kubeconfig, tmp_path / "helm")
     port = free_port()
     values = [*VALUES, "--set", f"webhooks.testOnlyURL=https://127.0.0.1:{port}"]
@@ -220,7 +230,9 @@ def test_helm_install_upgrade_uninstall(cp: ControlPlane, tmp_path: Path) -> Non
                              input=manifest, capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stderr
         installed = out.stdout.split()
-        assert len(installed) == len([d for d in yaml.safe_load_all(manifest) if d]) >= 15
+        assert len(installed) == len([d for d in yaml.safe_load_all(manifest) if d]) >= 17
+        assert {"servicemonitor.monitoring.coreos.com/ray-ft-webhook",
+                "prometheusrule.monitoring.coreos.com/ray-ft-webhook"} <= set(installed)
         print(f"helm install --wait: {len(installed)} objects, 2 replicas ready in {time.monotonic() - began:.1f} s")
 
         # The webhook: self-managed, as the chart's ServiceAccount, the chart's ConfigMap as its environment.
@@ -311,6 +323,8 @@ def test_helm_install_upgrade_uninstall(cp: ControlPlane, tmp_path: Path) -> Non
             "hook ServiceAccount": exists(lambda: core.read_namespaced_service_account(f"{RELEASE}-uninstall", NS)),
             "hook Job": exists(lambda: client.BatchV1Api(admin).read_namespaced_job(f"{RELEASE}-uninstall", NS)),
             "ClusterRole": exists(lambda: client.RbacAuthorizationV1Api(admin).read_cluster_role(RELEASE)),
+            "PrometheusRule": exists(lambda: custom.get_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", NS, "prometheusrules", RELEASE)),
         }
         assert not any(leftovers.values()), leftovers
         assert core.list_namespaced_secret(NS).items == [] or all(
