@@ -119,6 +119,23 @@ def test_internal_error_is_a_clear_denial_not_a_500() -> None:
         "code": 500, "message": "ray-ft-webhook: internal error, see the webhook's logs"}}
 
 
+def test_cache_synced_gauge_follows_readiness() -> None:
+    """`ray_ft_webhook_cache_synced` is what /readyz says of the caches, read at scrape time (the alert
+    RayFTWebhookCacheNotSynced)."""
+    from fastapi.testclient import TestClient
+
+    from webhook.admission.app import Health, create_app
+
+    synced = [False]
+    app = create_app(FakeLookup([], warm=True), Settings(), Health(lambda: True, lambda: synced[0]))
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+        assert "ray_ft_webhook_cache_synced 0.0" in client.get("/metrics").text
+        synced[0] = True
+        assert client.get("/readyz").status_code == 200
+        assert "ray_ft_webhook_cache_synced 1.0" in client.get("/metrics").text
+
+
 def _set(path: str, value: Any) -> Any:
     """A change to the worker pod at `path` (dotted, list indexes as numbers)."""
     def change(p: dict[str, Any]) -> None:

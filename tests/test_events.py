@@ -161,6 +161,25 @@ def test_handler_records_head_events_except_dry_runs(role: str, dry_run: bool, r
     assert response["allowed"] is True and recorder.events == recorded
 
 
+@pytest.mark.parametrize(("annotations", "role", "dry_run", "counted"), [
+    ({**FT}, "head", False, 1.0),             # no Redis address: GCSFaultToleranceIncomplete
+    ({**FT}, "head", True, 0.0),              # a dry run creates no pod
+    ({**FT}, "worker", False, 0.0),           # only heads get the Event
+    ({**FT, **ADDRESS}, "head", False, 0.0),  # complete
+])
+def test_heads_admitted_incomplete_are_counted(annotations: dict[str, str], role: str, dry_run: bool,
+                                               counted: float) -> None:
+    """`ray_ft_webhook_incomplete_heads_total` (the alert RayFTWebhookIncompleteHeads), with or without Events."""
+    cluster = raycluster(annotations=annotations)
+    metrics = Metrics()
+    admission = Admission(Lookup(cluster), Settings(), metrics, None)  # type: ignore[arg-type]
+    req = review.AdmissionRequest(uid="u", group="", kind="Pod", operation="CREATE", namespace="default",
+                                  object=pod(cluster, role), dry_run=dry_run)
+    response, _ = asyncio.run(admission.answer(req))
+    assert response["allowed"] is True
+    assert metrics.registry.get_sample_value("ray_ft_webhook_incomplete_heads_total") == counted
+
+
 def test_dry_run_is_read_from_the_review() -> None:
     body = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "dryRun": true}}'
     assert review.parse_review(body).dry_run is True

@@ -71,3 +71,35 @@ def test_serving_signed_by_a_same_named_foreign_ca_is_reissued() -> None:
     mixed = replace(m, serving=foreign.serving)
     renewed = next_material(mixed, bundle(mixed, NOW), DNS, [], NOW)
     renewed.serving.certificate.verify_directly_issued_by(m.ca.certificate)
+
+
+# -- CertSync without its webhook configuration ------------------------------------------------------------------
+
+def test_no_configuration_no_writes() -> None:
+    """A replica whose MutatingWebhookConfiguration is gone (uninstalled: the chart's pre-delete hook or `certs
+    uninstall` deleted it, then the Secret and Lease) takes no Lease and writes nothing, so it brings none of them
+    back; once the configuration exists it leads again. The real apiserver: tests/e2e/test_helm_e2e.py."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.certs.sync import CertSync, CertTarget
+
+    calls: list[str] = []
+
+    class Admission:
+        present = False
+
+        def read_mutating_webhook_configuration(self, name: str) -> object:
+            calls.append(f"read {name}")
+            if not self.present:
+                raise ApiException(status=404)
+            return object()
+
+    sync = CertSync(client.ApiClient(), CertTarget("ns", "tls", "cfg", "svc"), files=None, identity="a")
+    sync.admission = Admission()  # type: ignore[assignment]
+    sync.is_leader = lambda: calls.append("lease") or False  # type: ignore[method-assign]
+    sync.sync_once()
+    assert calls == ["read cfg"]
+    Admission.present = True
+    sync.sync_once()
+    assert calls == ["read cfg", "read cfg", "lease"]

@@ -190,6 +190,8 @@ def test_health_readiness_metrics(client: httpx.Client) -> None:
     assert 'ray_ft_webhook_raycluster_cache_total{result="hit"}' in text
     assert "ray_ft_webhook_rayclusters_cached 2.0" in text  # the two RayClusters of the folder
     assert "ray_ft_webhook_certificate_expiry_timestamp_seconds" in text
+    assert "ray_ft_webhook_cache_synced 1.0" in text  # what /readyz says, as a number an alert can read
+    assert "ray_ft_webhook_incomplete_heads_total 0.0" in text
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -1,5 +1,6 @@
 """What a test does when a tool it needs is missing: with CI=true it fails, elsewhere it skips with one line
-saying how to get the tool; and kubectl and cert-manager's CRDs, found or fetched the same way."""
+saying how to get the tool; and kubectl, helm, promtool, cert-manager's and prometheus-operator's CRDs, found or
+fetched the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.paths import CERT_MANAGER_SCRIPT, TESTBIN_SCRIPT
+from testkit.paths import CERT_MANAGER_SCRIPT, HELM_SCRIPT, PROMETHEUS_OPERATOR_SCRIPT, PROMTOOL_SCRIPT, TESTBIN_SCRIPT
 
 
 def in_ci() -> bool:
@@ -54,3 +55,42 @@ def cert_manager_crds() -> Path:
     if out.returncode != 0:
         missing("cert-manager's CRDs", "hack/cert-manager-crds.sh failed (see its output above)")
     return Path(out.stdout.strip())
+
+
+def prometheus_operator_crds() -> Path:
+    """The folder of prometheus-operator's ServiceMonitor and PrometheusRule CRD files, fetched from the Go module
+    proxy by hack/prometheus-operator-crds.sh (needs Go). Missing: fails with CI=true, skips elsewhere."""
+    if shutil.which("go") is None:
+        missing("prometheus-operator's CRDs", "install Go so hack/prometheus-operator-crds.sh can fetch them")
+    out = subprocess.run(["bash", str(PROMETHEUS_OPERATOR_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    if out.returncode != 0:
+        missing("prometheus-operator's CRDs", "hack/prometheus-operator-crds.sh failed (see its output above)")
+    return Path(out.stdout.strip())
+
+
+def _built(tool: str, script: Path, needs: str, env_var: str) -> str:
+    """`tool`: $`env_var`, else the one `script` builds or fetches (when `needs` is on PATH), else the PATH's."""
+    if override := os.environ.get(env_var):
+        return override
+    if shutil.which(needs):
+        out = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False)
+        if out.returncode == 0:
+            return str(Path(out.stdout.strip()) / tool)
+        if in_ci():
+            pytest.fail(f"hack/{script.name} failed (see its output above)")
+    found = shutil.which(tool)
+    if found is None:
+        missing(tool, f"install {needs} so hack/{script.name} can provide it, or put {tool} on PATH "
+                f"(or set {env_var})")
+    return found
+
+
+def helm() -> str:
+    """helm v3: $RAY_FT_WEBHOOK_HELM, else the one hack/helm.sh builds from the Go module proxy, else the PATH's."""
+    return _built("helm", HELM_SCRIPT, "go", "RAY_FT_WEBHOOK_HELM")
+
+
+def promtool() -> str:
+    """promtool: $RAY_FT_WEBHOOK_PROMTOOL, else the one hack/promtool.sh takes out of Debian's prometheus package,
+    else the PATH's."""
+    return _built("promtool", PROMTOOL_SCRIPT, "apt-get", "RAY_FT_WEBHOOK_PROMTOOL")

@@ -11,6 +11,10 @@ MANIFESTS = REPO / "manifests"
 TESTBIN_SCRIPT = REPO / "hack" / "testbin.sh"
 KUBERAY_SCRIPT = REPO / "hack" / "kuberay.sh"
 CERT_MANAGER_SCRIPT = REPO / "hack" / "cert-manager-crds.sh"
+PROMETHEUS_OPERATOR_SCRIPT = REPO / "hack" / "prometheus-operator-crds.sh"
+HELM_SCRIPT = REPO / "hack" / "helm.sh"
+PROMTOOL_SCRIPT = REPO / "hack" / "promtool.sh"
+CHART = MANIFESTS / "chart" / "ray-ft-webhook"
 KUBERAY_WRAPPERS = REPO / "hack" / "kuberay"
 
 

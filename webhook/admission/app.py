@@ -202,6 +202,7 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
                recorder: EventRecorder | None = None) -> WebhookApp:
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
+    metrics.cache_synced.set_function(lambda: 1.0 if health.cache_synced() else 0.0)
     admission = Admission(lookup, settings, metrics, recorder)
     validation = Validation(lookup, settings)
     defaulting = Defaulting(lookup, settings)

@@ -15,6 +15,7 @@ from webhook.admission import review
 from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
+from webhook.core.events import INCOMPLETE
 from webhook.core.mutation import mutate
 from webhook.core.outcome import Outcome
 from webhook.core.pod import InvalidPod, read_ray_pod
@@ -60,8 +61,11 @@ class Admission:
             return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
         result = mutate(cluster, pod, self.settings, namespace)
-        if result.event is not None and self.recorder is not None and not req.dry_run:
-            self.recorder.record(cluster, result.event)
+        if result.event is not None and not req.dry_run:
+            if result.event.reason == INCOMPLETE:
+                self.metrics.incomplete_heads.inc()
+            if self.recorder is not None:
+                self.recorder.record(cluster, result.event)
         if result.denied is not None:
             return review.denied(req.uid, f"ray-ft-webhook: {result.denied}"), Outcome.DENIED
         return review.patched(req.uid, result.ops, result.warnings), result.outcome

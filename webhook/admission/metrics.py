@@ -50,6 +50,17 @@ class Metrics:
             registry=r,
         )
         self.cached_clusters = Gauge("ray_ft_webhook_rayclusters_cached", "RayClusters in the cache.", registry=r)
+        self.cache_synced = Gauge(
+            "ray_ft_webhook_cache_synced",
+            "1 when the RayCluster and Namespace caches have their first list (what /readyz needs), else 0.",
+            registry=r,
+        )
+        self.incomplete_heads = Counter(
+            "ray_ft_webhook_incomplete_heads",
+            "Head pods admitted with GCS fault tolerance on but incomplete (the GCSFaultToleranceIncomplete Event: "
+            "no Redis address, a username without a password, no `ray start` line); dry runs not counted.",
+            registry=r,
+        )
         self.connections_open = Gauge(
             "ray_ft_webhook_connections_open", "Client connections open, TLS handshakes included.", registry=r
         )

@@ -73,6 +73,7 @@ class CertSync:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._written: bytes | None = None
+        self._configured: bool | None = None
 
     # --- the leader's part -------------------------------------------------------------------------------
 
@@ -203,8 +204,29 @@ class CertSync:
         self._written = blob
         return True
 
+    def configured(self) -> bool:
+        """Whether the MutatingWebhookConfiguration exists. Without it (not created yet, or uninstalled) there is
+        nothing to serve for and no replica writes: no Lease, no Secret, no caBundle. So an uninstall that deleted
+        the configuration, then the Secret and the Lease (`uninstall`, the chart's pre-delete hook) is not undone by
+        a replica still running until its Deployment is deleted."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.admission.read_mutating_webhook_configuration(self.target.webhook_config)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def sync_once(self) -> None:
-        if self.is_leader():
+        configured = self.configured()
+        if configured != self._configured:
+            self._configured = configured
+            if not configured:
+                log.info("webhook configuration not found: certificates are not managed until it exists",
+                         extra={"webhook_config": self.target.webhook_config})
+        if configured and self.is_leader():
             self.reconcile()
         self.write_local_files()
 
