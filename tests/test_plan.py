@@ -4,6 +4,7 @@ precedence, warnings and denials. Each case runs the one code path (`render`) an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,14 +468,54 @@ def test_every_warning_is_short() -> None:
     assert not any(w == "p" for w in warnings)
 
 
-def test_secret_values_never_in_warnings_or_denials() -> None:
-    secret = "Sup3rS3cretValue"
-    cluster = raycluster(options={"redisPassword": {"value": secret}}, head_start_params={"redis-password": secret},
-                         head_env=[{"name": "REDIS_PASSWORD", "value": secret}],
-                         annotations={"ray-ft-webhook.io/worker-reconnect-timeout-s": "bad"})
-    for role in ("head", "worker"):
-        result = run(cluster, role)
-        assert secret not in " ".join(result.warnings) + (result.denied or "")
+SECRET = "Sup3rS3cretValue"
+# Each RayCluster carries SECRET where the webhook reads it and answers with a warning or a denial about it.
+SECRET_CLUSTERS = {
+    "options-plain-password": raycluster(options={"redisAddress": "r:1", "redisPassword": {"value": SECRET}}),
+    "start-param-password": raycluster(annotations=FT, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}],
+                                       head_start_params={"redis-password": SECRET}),
+    "head-env-password-with-options": raycluster(options={"redisAddress": "r:1"},
+                                                 head_env=[{"name": "REDIS_PASSWORD", "value": SECRET}],
+                                                 head_start_params={"redis-password": SECRET}),
+    "options-address-with-credentials": raycluster(options={"redisAddress": f"redis://ray:{SECRET}@r:6379"}),
+    "head-env-address-with-credentials": raycluster(annotations=FT, head_env=[
+        {"name": "RAY_REDIS_ADDRESS", "value": f"ray:{SECRET}@r:6379"}]),
+    "annotation-address-with-credentials": raycluster(annotations={
+        **FT, "ray-ft-webhook.io/redis-address": f"rediss://:{SECRET}@r:6380"}),
+    "annotation-address-with-credentials-and-space": raycluster(annotations={
+        **FT, "ray-ft-webhook.io/redis-address": f"redis://ray:{SECRET} @r:6379"}),
+    "denied-password-value-and-value-from": raycluster(options={
+        "redisPassword": {"value": SECRET, "valueFrom": SECRET_REF}}),
+    "denied-with-plain-password": raycluster(options={"redisPassword": {"value": SECRET}},
+                                             annotations={"ray-ft-webhook.io/worker-reconnect-timeout-s": "bad"}),
+}
+
+
+def leaks_secret(text: str) -> bool:
+    """Whether `text` holds SECRET or any 6 characters of it in a row (a quoted value is cut, not hidden)."""
+    return any(SECRET[i:i + 6] in text for i in range(len(SECRET) - 5))
+
+
+def password_literals_removed(op: dict[str, Any]) -> Any:
+    """The op's value without the literal REDIS_PASSWORD it may add: the one place a plain password belongs
+    (copied as KubeRay copies it, with a warning)."""
+    entries = op["value"] if op["path"] == "/spec/containers/0/env" else [op["value"]]
+    if op["path"].startswith("/spec/containers/0/env") and all(isinstance(e, dict) for e in entries):
+        return [e for e in entries if e.get("name") != "REDIS_PASSWORD"]
+    return op["value"]
+
+
+@pytest.mark.parametrize("cluster", SECRET_CLUSTERS.values(), ids=SECRET_CLUSTERS.keys())
+def test_secret_values_never_in_warnings_or_denials(cluster: dict[str, Any]) -> None:
+    results = [run(cluster, role) for role in ("head", "worker")]
+    results.append(render(cluster, cleanup_pod(cluster), Settings()))
+    # The check can fail: the head's answer talks about the password or the address that holds it.
+    assert results[0].warnings or results[0].denied
+    for result in results:
+        assert not any(leaks_secret(w) for w in result.warnings), result.warnings
+        assert not leaks_secret(result.denied or ""), result.denied
+        for op in result.patch:
+            assert not leaks_secret(json.dumps([op["path"], password_literals_removed(op)])), op
 
 
 # --- KubeRay 1.7's empty RAY_REDIS_ADDRESS (optional gcsFaultToleranceOptions.redisAddress) ---------------------

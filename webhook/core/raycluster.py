@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core import annotations as ann
-from webhook.core.redis_address import address_problem
+from webhook.core.redis_address import address_problem, redacted
 from webhook.core.settings import SecretRef, parse_positive_int, quote
 
 RAY_API_VERSIONS = frozenset({"ray.io/v1", "ray.io/v1alpha1"})
@@ -183,10 +183,11 @@ def _ours(annotations: Mapping[str, Any], errors: _Errors) -> OurAnnotations:
             parsed["inject"] = value.lower() != "false"
         elif key in (ann.REDIS_ADDRESS, ann.REDIS_USERNAME):
             problem = address_problem(value) if key == ann.REDIS_ADDRESS else None
+            shown = redacted(raw) if key == ann.REDIS_ADDRESS else raw  # no password from the address in a denial
             if not value or any(c.isspace() for c in value):
-                errors.append(_annotation_error(key, raw, "must be non-empty and contain no spaces"))
+                errors.append(_annotation_error(key, shown, "must be non-empty and contain no spaces"))
             elif problem is not None:
-                errors.append(_annotation_error(key, raw, f"is not an address Ray can use: it {problem}"))
+                errors.append(_annotation_error(key, shown, f"is not an address Ray can use: it {problem}"))
             elif key == ann.REDIS_ADDRESS:
                 parsed["redis_address"] = value
             else:
