@@ -596,7 +596,7 @@ FATAL_CASES = [
          "value": "redis://r"}], warnings=("head env RAY_REDIS_ADDRESS 'redis://r' has no host:port",)),
     Case("our-address-with-credentials-denied", raycluster(annotations={
          **FT, "ray-ft-webhook.io/redis-address": "redis://u:p@r:6379"}),
-         denied="ray-ft-webhook.io/redis-address: 'redis://u:p@r:6379' is not an address Ray can use"),
+         denied="ray-ft-webhook.io/redis-address: '***@r:6379' is not an address Ray can use"),
     Case("our-rediss-address-list-accepted", raycluster(annotations={
          **FT, "ray-ft-webhook.io/redis-address": "rediss://a:6380,b:6379"}),
          added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "rediss://a:6380,b:6379"}),
