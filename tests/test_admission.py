@@ -168,3 +168,17 @@ def test_secret_values_never_in_the_answer_or_the_logs(caplog: pytest.LogCapture
             assert not leaks_secret(orjson.dumps(response).decode()), response
     # The handler logs nothing on these paths today; whatever it comes to log is checked.
     assert not any(leaks_secret(record.getMessage() + repr(vars(record))) for record in caplog.records)
+
+
+def test_long_warnings_are_cut_to_the_limit() -> None:
+    """kubectl shows each warning on one line: the answer cuts every warning to under 120 characters."""
+    key = "ray-ft-webhook.io/" + "x" * 200
+    cluster = quickstart_raycluster()
+    cluster["metadata"]["annotations"][key] = "1"
+    lookup = FakeLookup([cluster], warm=True)
+    response, outcome = answer(lookup)
+    assert outcome == "patched"
+    assert response["warnings"] == [f"unknown annotation {key} on the RayCluster is ignored"[:119]]
+    response, _ = answer(FakeLookup([], warm=False, fail="cannot read RayCluster default/" + "y" * 200),
+                         Settings(on_lookup_failure=LookupFailure.ALLOW))
+    assert [len(w) for w in response["warnings"]] == [119]

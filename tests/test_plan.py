@@ -79,6 +79,12 @@ CASES = [
          added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
     Case("ft-annotation-any-case", raycluster(annotations={"ray.io/ft-enabled": "TrUe"}), "worker",
          added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("ft-annotation-upper-case", raycluster(annotations={"ray.io/ft-enabled": "TRUE"}), "worker",
+         added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}),
+    Case("ft-annotation-capitalised", raycluster(annotations={"ray.io/ft-enabled": "True"}), "head",
+         added={"RAY_external_storage_namespace": QUICKSTART_UID}, annotations={"ray.io/ft-enabled": "true"}),
+    Case("ft-annotation-with-spaces-is-off", raycluster(annotations={"ray.io/ft-enabled": " true"}), "worker",
+         added={}, skipped="off"),  # KubeRay lower-cases the value, it does not trim it
     Case("ft-annotation-false", raycluster(annotations={"ray.io/ft-enabled": "false"}), "worker",
          added={}, skipped="off"),
     Case("ft-annotation-garbage-is-off", raycluster(annotations={"ray.io/ft-enabled": "yes"}), "head",
@@ -101,6 +107,11 @@ CASES = [
          added={"RAY_external_storage_namespace": ""}, warnings=("storage namespace is empty",)),
     Case("head-options-storage-ns-wins", raycluster(options={"redisAddress": "r:1", "externalStorageNamespace": "opt"}),
          added={"RAY_external_storage_namespace": "opt", "RAY_REDIS_ADDRESS": "r:1"}),
+    Case("head-options-storage-ns-beats-annotation", raycluster(options={"redisAddress": "r:1",
+         "externalStorageNamespace": "opt"}, annotations={"ray.io/external-storage-namespace": "ann"}),
+         added={"RAY_external_storage_namespace": "opt", "RAY_REDIS_ADDRESS": "r:1"},
+         annotations={"ray.io/external-storage-namespace": "opt"},
+         warnings=("KubeRay conflict: ray.io/external-storage-namespace",)),
     Case("head-options-empty-storage-ns-falls-back", raycluster(options={"redisAddress": "r:1"},
          annotations={"ray.io/external-storage-namespace": "ann"}),
          added={"RAY_external_storage_namespace": "ann", "RAY_REDIS_ADDRESS": "r:1"},
@@ -147,6 +158,18 @@ CASES = [
     Case("worker-timeout-not-above-head-warns", raycluster(annotations={**FT,
          "ray-ft-webhook.io/worker-reconnect-timeout-s": "60"}, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
          "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "60"}, warnings=("not above the head's 60s",)),
+    Case("worker-timeout-below-head-warns", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/worker-reconnect-timeout-s": "59"}, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         "worker", added={TIMEOUT: "59"}, warnings=("worker GCS reconnect timeout 59s is not above the head's 60s",)),
+    Case("worker-timeout-one-above-head-no-warning", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/worker-reconnect-timeout-s": "61"}, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         "worker", added={TIMEOUT: "61"}, no_warnings=True),
+    Case("worker-timeout-equal-to-configured-head-warns", raycluster(annotations={**FT,
+         "ray-ft-webhook.io/head-reconnect-timeout-s": "600"}, head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]),
+         "worker", added={TIMEOUT: "600"}, warnings=("600s is not above the head's 600s",)),
+    Case("worker-timeout-one-above-head-template-no-warning", raycluster(annotations=FT, head_env=[
+         {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}, {"name": TIMEOUT, "value": "599"}]), "worker",
+         added={TIMEOUT: "600"}, no_warnings=True),
     Case("worker-timeout-vs-head-template-env", raycluster(annotations=FT, head_env=[
          {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}, {"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "900"}]),
          "worker", added={"RAY_gcs_rpc_server_reconnect_timeout_s": "600"}, warnings=("600s is not above the head's 900s",)),
@@ -184,6 +207,21 @@ CASES = [
          annotations={"ray-ft-webhook.io/redis-address": "mine:1", "ray-ft-webhook.io/redis-password-secret": "mine"}),
          settings=Settings(default_redis_address="admin:1"),
          added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "opt:1", "REDIS_PASSWORD": SECRET_REF}),
+    Case("options-username-beats-annotation", raycluster(options={"redisAddress": "opt:1",
+         "redisUsername": {"value": "opt-user"}, "redisPassword": {"valueFrom": SECRET_REF}},
+         annotations={"ray-ft-webhook.io/redis-username": "mine", "ray-ft-webhook.io/redis-address": "mine:1"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "opt:1",
+                "REDIS_USERNAME": "opt-user", "REDIS_PASSWORD": SECRET_REF}),
+    Case("options-plain-password-beats-annotation-secret", raycluster(options={"redisAddress": "opt:1",
+         "redisPassword": {"value": "opt-pw"}}, annotations={"ray-ft-webhook.io/redis-password-secret": "mine"}),
+         settings=Settings(default_redis_password_secret=SecretRef("admin")),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "opt:1",
+                "REDIS_PASSWORD": "opt-pw"}, warnings=("plain text",)),
+    Case("options-secret-username-beats-annotation", raycluster(options={"redisAddress": "opt:1",
+         "redisUsername": {"valueFrom": SECRET_REF}, "redisPassword": {"valueFrom": SECRET_REF}},
+         annotations={"ray-ft-webhook.io/redis-username": "mine"}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "opt:1",
+                "REDIS_USERNAME": SECRET_REF, "REDIS_PASSWORD": SECRET_REF}),
     Case("ours-secret-beats-start-param", raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "mine"},
          head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}], head_start_params={"redis-password": "plain"}),
          added={"RAY_external_storage_namespace": QUICKSTART_UID,
@@ -217,6 +255,14 @@ CASES = [
          denied="spec.gcsFaultToleranceOptions: expected an object"),
     Case("deny-credential-both", raycluster(options={"redisPassword": {"value": "a", "valueFrom": SECRET_REF}}),
          denied="redisPassword: give value or valueFrom, not both"),
+    Case("deny-username-value-and-value-from", raycluster(options={"redisUsername": {"value": "u", "valueFrom": SECRET_REF}}),
+         denied="spec.gcsFaultToleranceOptions.redisUsername: give value or valueFrom, not both"),
+    Case("deny-credential-both-on-worker", raycluster(options={"redisPassword": {"value": "a", "valueFrom": SECRET_REF}}),
+         "worker", denied="redisPassword: give value or valueFrom, not both"),
+    Case("credential-empty-value-with-value-from-is-valid", raycluster(options={"redisAddress": "r:1",
+         "redisPassword": {"value": "", "valueFrom": SECRET_REF}}),
+         added={"RAY_external_storage_namespace": QUICKSTART_UID, "RAY_REDIS_ADDRESS": "r:1", "REDIS_PASSWORD": SECRET_REF},
+         no_warnings=True),  # the apiserver's rule too: a value may not be given with valueFrom unless empty
     # --- KubeRay's seven validation conflicts, as warnings ---
     Case("conflict-1-annotation-and-options", raycluster(annotations=FT, options={"redisAddress": "r:1"}), "worker",
          warnings=("ray.io/ft-enabled must not be set together",)),
@@ -385,6 +431,46 @@ def test_legacy_kuberay_empty_password_placeholder_is_replaced() -> None:
     # Workers are left as they are.
     assert not any(op["op"] == "replace" for op in run(cluster, "worker", pod_env=[
         {"name": "REDIS_PASSWORD", "value": ""}]).patch)
+
+
+LEGACY_PW_SOURCES = {
+    "our-secret": (raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "pw"}), Settings(),
+                   {"secretKeyRef": {"name": "pw", "key": "password"}}),
+    "admin-secret": (raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:1"}),
+                     Settings(default_redis_password_secret=SecretRef("admin-pw", "pass")),
+                     {"secretKeyRef": {"name": "admin-pw", "key": "pass"}}),
+}
+
+
+@pytest.mark.parametrize("source", LEGACY_PW_SOURCES, ids=LEGACY_PW_SOURCES.keys())
+@pytest.mark.parametrize("role", ["head", "redis-cleanup"])
+def test_legacy_kuberay_pods_get_their_placeholder_replaced(source: str, role: str) -> None:
+    """The pods KubeRay v1.2.2 builds (its REDIS_PASSWORD entry has no `value` at all): the head and the cleanup
+    pod get the password in place of the placeholder, once."""
+    cluster, settings, value_from = LEGACY_PW_SOURCES[source]
+    p = pod(cluster, "head", version=LEGACY) if role == "head" else cleanup_pod(cluster, version=LEGACY)
+    env = p["spec"]["containers"][0]["env"]
+    index = [e["name"] for e in env].index("REDIS_PASSWORD")
+    assert env[index] == {"name": "REDIS_PASSWORD"}
+    result = render(cluster, p, settings)
+    assert {"op": "replace", "path": f"/spec/containers/0/env/{index}",
+            "value": {"name": "REDIS_PASSWORD", "valueFrom": value_from}} in result.patch
+    assert [e for e in result.pod["spec"]["containers"][0]["env"] if e["name"] == "REDIS_PASSWORD"] == [
+        {"name": "REDIS_PASSWORD", "valueFrom": value_from}]
+    assert render(cluster, result.pod, settings).patch == []
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": "REDIS_PASSWORD", "value": "x"},  # KubeRay <= 1.2 copied rayStartParams' password: not a placeholder
+    env_secret("REDIS_PASSWORD", "theirs"),  # another webhook's Secret
+], ids=["non-empty", "value-from"])
+def test_password_that_is_not_a_placeholder_is_kept(entry: dict[str, Any]) -> None:
+    cluster = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-password-secret": "pw"})
+    result = run(cluster, pod_env=[entry])
+    assert not any(op["op"] == "replace" and "/env/" in op["path"] and not op["path"].endswith("/value")
+                   for op in result.patch)
+    assert result.pod["spec"]["containers"][0]["env"][0] == entry
+    assert "REDIS_PASSWORD" not in added_env(result)
 
 
 def test_existing_flag_is_kept() -> None:
