@@ -881,3 +881,85 @@ def test_username_rewrite_is_valid_python(version: str) -> None:
 ])
 def test_add_username_edges(line: str, expected: str) -> None:
     assert cleanup.add_username(line) == expected
+
+
+# --- the exact texts: what kubectl users read ---------------------------------------------------------------------
+
+EVERY_RULE_BROKEN = raycluster(
+    annotations={**FT, "ray.io/external-storage-namespace": "", "ray-ft-webhook.io/worker-reconnect-timeout-s": "5",
+                 "ray-ft-webhook.io/unknown-one": "x"},
+    options={"redisPassword": {"value": "p"}, "redisAddress": "http://u:p@r:1"},
+    head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r"}, {"name": "REDIS_PASSWORD", "value": "p"},
+              {"name": "REDIS_USERNAME", "value": "u"}],
+    head_start_params={"redis-password": "p", "redis-username": "u"},
+)
+HEAD_WARNINGS = (
+    "unknown annotation ray-ft-webhook.io/unknown-one on the RayCluster is ignored",
+    "KubeRay conflict: ray.io/ft-enabled must not be set together with gcsFaultToleranceOptions",
+    "KubeRay conflict: rayStartParams redis-password with gcsFaultToleranceOptions; use redisPassword",
+    "KubeRay conflict: head env REDIS_PASSWORD with gcsFaultToleranceOptions; use redisPassword",
+    "KubeRay conflict: head env RAY_REDIS_ADDRESS with gcsFaultToleranceOptions; use redisAddress",
+    "the external storage namespace is empty; give each RayCluster its own namespace",
+    "redisAddress '***@r:1' not injected: it has scheme 'http', not redis or rediss",
+    "head env RAY_REDIS_ADDRESS 'r' has no host:port: GCS cannot start",
+    "the Redis password is plain text in the RayCluster; keep it in a Secret",
+)
+OFF_WITH_CONFLICTS = raycluster(head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}],
+                                head_start_params={"redis-username": "u"})
+USERNAME_CONFLICT = "KubeRay conflict: a Redis username needs gcsFaultToleranceOptions.redisUsername"
+CLEANUP_OURS = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:1",
+                                       "ray-ft-webhook.io/redis-password-secret": "pw",
+                                       "ray-ft-webhook.io/redis-username": "ray"})
+
+EXACT_TEXTS = {
+    "head": (EVERY_RULE_BROKEN, "head", HEAD_WARNINGS, None),
+    "worker": (EVERY_RULE_BROKEN, "worker", (*HEAD_WARNINGS,
+               "worker GCS reconnect timeout 5s is not above the head's 60s; workers may exit in a head restart"), None),
+    "ft-off": (OFF_WITH_CONFLICTS, "worker", (
+        "KubeRay conflict: head env RAY_REDIS_ADDRESS is set but GCS fault tolerance is off", USERNAME_CONFLICT),
+        "GCS fault tolerance is off"),
+    "inject-off": (raycluster(annotations={**FT, "ray-ft-webhook.io/inject": "false"},
+                              head_start_params={"redis-username": "u"}), "worker", (USERNAME_CONFLICT,),
+                   "ray-ft-webhook.io/inject is false"),
+    "other-backend": (raycluster(options={"backend": "rocksdb"}, annotations=FT), "worker", (
+        "KubeRay conflict: ray.io/ft-enabled must not be set together with gcsFaultToleranceOptions",
+        "GCS FT backend 'rocksdb' is left to KubeRay; ray-ft-webhook handles redis"), "backend rocksdb"),
+    "username-from-start-params": (raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:1"},
+                                              head_start_params={"redis-username": "u"}), "head", (
+        USERNAME_CONFLICT, "Redis username from rayStartParams but no password from any source: Ray's GCS aborts"),
+        None),
+    "username-from-options": (raycluster(options={"redisAddress": "r:1", "redisUsername": {"value": "u"}}), "head", (
+        "REDIS_USERNAME from gcsFaultToleranceOptions not injected: no Redis password either; Ray's GCS aborts on that",
+    ), None),
+    "no-address": (raycluster(annotations=FT), "worker", (
+        "GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory",), None),
+}
+
+
+@pytest.mark.parametrize("cluster, role, warnings, skipped", EXACT_TEXTS.values(), ids=EXACT_TEXTS.keys())
+def test_exact_warnings(cluster: dict[str, Any], role: str, warnings: tuple[str, ...], skipped: str | None) -> None:
+    result = run(cluster, role)
+    assert (result.warnings, result.skipped) == (warnings, skipped)
+
+
+def test_exact_denial_lists_every_error() -> None:
+    cluster = raycluster(annotations={"ray-ft-webhook.io/inject": "x", "ray-ft-webhook.io/redis-address": "a b"})
+    assert run(cluster, "worker").denied == (
+        "RayCluster default/raycluster-external-redis: annotation ray-ft-webhook.io/inject: 'x' is not \"true\" or "
+        "\"false\"; annotation ray-ft-webhook.io/redis-address: 'a b' must be non-empty and contain no spaces")
+
+
+def test_exact_warnings_without_a_command_line() -> None:
+    head = pod(CLEANUP_OURS, "head")
+    head["spec"]["containers"][0]["args"] = ["python serve.py"]
+    head["spec"]["containers"][0]["env"] = [e for e in head["spec"]["containers"][0]["env"]
+                                            if e["name"] != "KUBERAY_GEN_RAY_START_CMD"]
+    assert render(CLEANUP_OURS, head, Settings()).warnings == (
+        "no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself",)
+    for args in (["echo hi"], []):
+        p = cleanup_pod(CLEANUP_OURS, kuberay_ft=False)
+        p["spec"]["containers"][0]["args"] = args
+        result = render(CLEANUP_OURS, p, Settings())
+        assert result.warnings == (
+            "no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME",)
+        assert "REDIS_USERNAME" in added_env(result) and result.pod["spec"]["containers"][0]["args"] == args
