@@ -165,6 +165,7 @@ OWNERS = {
     "no-owner": (lambda p: (p["metadata"].pop("ownerReferences"), p["metadata"]["labels"].update(
         {"ray.io/cluster": ""})), None),
     "namespace-from-the-pod": (lambda p: p["metadata"].update(namespace="team"), "team"),
+    "no-namespace-anywhere": (lambda p: p["metadata"].pop("namespace"), ""),
 }
 
 

@@ -906,6 +906,7 @@ HEAD_WARNINGS = (
 )
 OFF_WITH_CONFLICTS = raycluster(head_env=[{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}],
                                 head_start_params={"redis-username": "u"})
+NO_ADDRESS = "GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory"
 USERNAME_CONFLICT = "KubeRay conflict: a Redis username needs gcsFaultToleranceOptions.redisUsername"
 CLEANUP_OURS = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:1",
                                        "ray-ft-webhook.io/redis-password-secret": "pw",
@@ -931,14 +932,27 @@ EXACT_TEXTS = {
     "username-from-options": (raycluster(options={"redisAddress": "r:1", "redisUsername": {"value": "u"}}), "head", (
         "REDIS_USERNAME from gcsFaultToleranceOptions not injected: no Redis password either; Ray's GCS aborts on that",
     ), None),
-    "no-address": (raycluster(annotations=FT), "worker", (
-        "GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory",), None),
+    "no-address": (raycluster(annotations=FT), "worker", (NO_ADDRESS,), None),
+    "plain-password-in-the-head-env": (raycluster(annotations=FT, head_env=[
+        {"name": "REDIS_PASSWORD", "value": "p"}, {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]), "head",
+        ("the Redis password is plain text in the RayCluster; keep it in a Secret",), None),
+    "long-bad-addresses-cut": (raycluster(options={"redisAddress": "http://a-very-long-redis-host:6379"}, head_env=[
+        {"name": "RAY_REDIS_ADDRESS", "value": "a-very-long-redis-host-without-a-port"}]), "head", (
+        "KubeRay conflict: head env RAY_REDIS_ADDRESS with gcsFaultToleranceOptions; use redisAddress",
+        "redisAddress 'http://a-very-long-r'... not injected: it has scheme 'http', not redis or rediss",
+        "head env RAY_REDIS_ADDRESS 'a-very-long-redis-host-w'... has no host:port: GCS cannot start"), None),
+    # Only a head's (or cleanup pod's) own address counts; a worker's is not where GCS reads it.
+    "address-in-the-head-pod-only": (raycluster(annotations=FT), "head", (), None),
+    "address-in-a-worker-pod-only": (raycluster(annotations=FT), "worker", (NO_ADDRESS,), None),
 }
+POD_ADDRESS = {"address-in-the-head-pod-only", "address-in-a-worker-pod-only"}
 
 
-@pytest.mark.parametrize("cluster, role, warnings, skipped", EXACT_TEXTS.values(), ids=EXACT_TEXTS.keys())
-def test_exact_warnings(cluster: dict[str, Any], role: str, warnings: tuple[str, ...], skipped: str | None) -> None:
-    result = run(cluster, role)
+@pytest.mark.parametrize("case", EXACT_TEXTS)
+def test_exact_warnings(case: str) -> None:
+    cluster, role, warnings, skipped = EXACT_TEXTS[case]
+    pod_env = [{"name": "RAY_REDIS_ADDRESS", "value": "r:1"}] if case in POD_ADDRESS else None
+    result = run(cluster, role, pod_env=pod_env)
     assert (result.warnings, result.skipped) == (warnings, skipped)
 
 
@@ -954,8 +968,11 @@ def test_exact_warnings_without_a_command_line() -> None:
     head["spec"]["containers"][0]["args"] = ["python serve.py"]
     head["spec"]["containers"][0]["env"] = [e for e in head["spec"]["containers"][0]["env"]
                                             if e["name"] != "KUBERAY_GEN_RAY_START_CMD"]
-    assert render(CLEANUP_OURS, head, Settings()).warnings == (
+    result = render(CLEANUP_OURS, head, Settings())
+    assert result.warnings == (
         "no 'ray start' in the Ray container's args[0]: pass the Redis credentials to it yourself",)
+    # No flag was added anywhere, so none is listed as injected.
+    assert not any(n.startswith("--") for n in annotations_of(result)["ray-ft-webhook.io/injected"].split(","))
     for args in (["echo hi"], []):
         p = cleanup_pod(CLEANUP_OURS, kuberay_ft=False)
         p["spec"]["containers"][0]["args"] = args
@@ -963,3 +980,28 @@ def test_exact_warnings_without_a_command_line() -> None:
         assert result.warnings == (
             "no cleanup_redis_storage call in the cleanup pod's args[0]: it ignores REDIS_USERNAME",)
         assert "REDIS_USERNAME" in added_env(result) and result.pod["spec"]["containers"][0]["args"] == args
+
+
+def test_both_placeholders_replaced() -> None:
+    """A head with KubeRay's empty REDIS_PASSWORD and RAY_REDIS_ADDRESS both: each gets its value in place."""
+    result = run(CLEANUP_OURS, pod_env=[{"name": "REDIS_PASSWORD", "value": ""}, {"name": "RAY_REDIS_ADDRESS"}])
+    assert result.pod["spec"]["containers"][0]["env"][:2] == [
+        {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "pw", "key": "password"}}},
+        {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]
+
+
+def test_raycluster_without_uid_uses_the_owner_uid() -> None:
+    """A RayCluster from a manifest file may have no uid: the pod's ownerReference gives the storage namespace."""
+    cluster = raycluster(options={"redisAddress": "r:1"})
+    p = pod(cluster, "head")
+    del cluster["metadata"]["uid"]
+    assert env_of(render(cluster, p, Settings()))["RAY_external_storage_namespace"] == QUICKSTART_UID
+
+
+def test_value_from_is_copied_deeply() -> None:
+    """A valueFrom reaches the patch as given, lists included."""
+    value_from = {"secretKeyRef": {"name": "s", "key": "k"}, "x-extension": [{"a": 1}, "b"]}
+    cluster = raycluster(options={"redisAddress": "r:1", "redisPassword": {"valueFrom": value_from}})
+    op = next(op for op in run(cluster).patch
+              if isinstance(op["value"], dict) and op["value"].get("name") == "REDIS_PASSWORD")
+    assert op["value"]["valueFrom"] == value_from
