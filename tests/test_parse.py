@@ -63,6 +63,14 @@ RAYCLUSTER_ERRORS = {
          "annotation ray-ft-webhook.io/redis-username: 'a b' must be non-empty and contain no spaces",
          "metadata.annotations[ray-ft-webhook.io/redis-address]: expected a string, got NoneType",
          "annotation ray-ft-webhook.io/worker-reconnect-timeout-s: '0' is not a positive integer (seconds)"]),
+    "timeout-then-inject": ({"metadata": {"annotations": {"ray-ft-webhook.io/head-reconnect-timeout-s": "x",
+                                                          "ray-ft-webhook.io/inject": "maybe"}}},
+                            ["annotation ray-ft-webhook.io/head-reconnect-timeout-s: 'x' is not a positive integer "
+                             "(seconds)", "annotation ray-ft-webhook.io/inject: 'maybe' is not \"true\" or \"false\""]),
+    # Only an address is redacted: a username is no secret, and the user needs to see what is wrong with it.
+    "username-with-at-sign": ({"metadata": {"annotations": {"ray-ft-webhook.io/redis-username": "ray user@x"}}},
+                              ["annotation ray-ft-webhook.io/redis-username: 'ray user@x' must be non-empty and "
+                               "contain no spaces"]),
     "inject-and-username": (
         {"metadata": {"annotations": {"ray-ft-webhook.io/inject": "maybe", "ray-ft-webhook.io/redis-username": ""}}},
         ["annotation ray-ft-webhook.io/inject: 'maybe' is not \"true\" or \"false\"",
@@ -129,6 +137,10 @@ INVALID_PODS = {
                           "the RayCluster ownerReference needs a name and a uid"),
     "owner-without-name": (ray_pod(lambda p: p["metadata"]["ownerReferences"][0].pop("name")),
                            "the RayCluster ownerReference needs a name and a uid"),
+    "owner-empty-name": (ray_pod(lambda p: p["metadata"]["ownerReferences"][0].update(name="")),
+                         "the RayCluster ownerReference needs a name and a uid"),
+    "owner-name-not-a-string": (ray_pod(lambda p: p["metadata"]["ownerReferences"][0].update(name=5)),
+                                "the RayCluster ownerReference needs a name and a uid"),
     "annotations": (ray_pod(lambda p: p["metadata"].update(annotations=["a"])),
                     "metadata.annotations is not an object"),
     "no-spec": (ray_pod(lambda p: p.pop("spec")), "spec.containers[0] (the Ray container) is missing"),
@@ -194,6 +206,10 @@ def test_pod_facts() -> None:
     container["args"] = [5]
     facts = read_ray_pod(p, "default")
     assert facts is not None and (facts.gen_cmd_index, facts.gen_cmd, facts.args0) == (None, None, None)
+    # Both a value and a valueFrom (only a file for `render` can hold that): not a literal, so not KubeRay's line.
+    container["env"][0] = {"name": "KUBERAY_GEN_RAY_START_CMD", "value": "ray start", "valueFrom": {"a": {}}}
+    facts = read_ray_pod(p, "default")
+    assert facts is not None and (facts.gen_cmd_index, facts.gen_cmd) == (None, None)
     container["env"][0] = {"name": "KUBERAY_GEN_RAY_START_CMD"}
     container["args"] = "ray start"
     facts = read_ray_pod(p, "default")

@@ -933,6 +933,10 @@ EXACT_TEXTS = {
         "REDIS_USERNAME from gcsFaultToleranceOptions not injected: no Redis password either; Ray's GCS aborts on that",
     ), None),
     "no-address": (raycluster(annotations=FT), "worker", (NO_ADDRESS,), None),
+    "storage-annotation-with-options": (raycluster(options={"redisAddress": "r:1"},
+                                                   annotations={"ray.io/external-storage-namespace": "x"}), "worker", (
+        "KubeRay conflict: ray.io/external-storage-namespace with gcsFaultToleranceOptions; use externalStorageNamespace",
+    ), None),
     "plain-password-in-the-head-env": (raycluster(annotations=FT, head_env=[
         {"name": "REDIS_PASSWORD", "value": "p"}, {"name": "RAY_REDIS_ADDRESS", "value": "r:1"}]), "head",
         ("the Redis password is plain text in the RayCluster; keep it in a Secret",), None),
