@@ -4,11 +4,15 @@ failures under both policies, internal errors, and the metrics each path counts.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from typing import Any
 
+import orjson
 import pytest
 
-from testkit.kuberay_pods import pod, quickstart_raycluster
+from testkit.kuberay_pods import cleanup_pod, pod, quickstart_raycluster
+from tests.test_plan import SECRET_CLUSTERS, leaks_secret, password_literals_removed
 from webhook.admission import review
 from webhook.admission.handler import Admission
 from webhook.admission.lookup import LookupFailed
@@ -176,3 +180,32 @@ def test_odd_pod_values_get_a_clear_answer(change: Any, outcome: str, message: s
     assert got == outcome, response
     if message is not None:
         assert response["status"] == {"code": 400, "message": f"ray-ft-webhook: invalid Ray pod: {message}"}
+
+
+def test_secret_values_never_in_the_answer_or_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The whole answer (warnings as cut, denial, decoded patch) and every log record, through the handler."""
+    caplog.set_level(logging.DEBUG)
+    for cluster in SECRET_CLUSTERS.values():
+        admission = Admission(FakeLookup([cluster], warm=True), Settings(), Metrics())
+        for p in (pod(cluster, "head"), pod(cluster, "worker"), cleanup_pod(cluster)):
+            response, _ = asyncio.run(admission.answer(request(p)))
+            ops = orjson.loads(base64.b64decode(response.pop("patch"))) if "patch" in response else []
+            assert not any(leaks_secret(orjson.dumps([op["path"], password_literals_removed(op)]).decode())
+                           for op in ops)
+            assert not leaks_secret(orjson.dumps(response).decode()), response
+    # The handler logs nothing on these paths today; whatever it comes to log is checked.
+    assert not any(leaks_secret(record.getMessage() + repr(vars(record))) for record in caplog.records)
+
+
+def test_long_warnings_are_cut_to_the_limit() -> None:
+    """kubectl shows each warning on one line: the answer cuts every warning to under 120 characters."""
+    key = "ray-ft-webhook.io/" + "x" * 200
+    cluster = quickstart_raycluster()
+    cluster["metadata"]["annotations"][key] = "1"
+    lookup = FakeLookup([cluster], warm=True)
+    response, outcome = answer(lookup)
+    assert outcome == "patched"
+    assert response["warnings"] == [f"unknown annotation {key} on the RayCluster is ignored"[:119]]
+    response, _ = answer(FakeLookup([], warm=False, fail="cannot read RayCluster default/" + "y" * 200),
+                         Settings(on_lookup_failure=LookupFailure.ALLOW))
+    assert [len(w) for w in response["warnings"]] == [119]

@@ -132,7 +132,7 @@ def test_bad_flags_exit_2(files: tuple[Path, Path, Path], args: list[str], env: 
     (["certs", "generate", "--out", "x", "--service", "s", "--namespace", "n", "--ip", "300.1.1.1"], "'300.1.1.1'"),
     (["serve", "--port", "99999"], "argument --port: '99999' is not a TCP port"),
     (["render", "--raycluster", "x", "--pod", "y", "--default-redis-address", "redis://u:pw@r:6379"],
-     "argument --default-redis-address: 'redis://u:pw@r:6379': has credentials"),
+     "argument --default-redis-address: '***@r:6379': has credentials"),
     (["serve", "--cert-ips", "10.0.0.1,nope"], "argument --cert-ips: 'nope' is not an IP address"),
     (["bogus"], "invalid choice: 'bogus'"),
     ([], "the following arguments are required: COMMAND"),

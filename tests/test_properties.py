@@ -1,7 +1,11 @@
 """Properties of the plan over generated RayClusters and pods (hypothesis):
 
-- the ops apply with `jsonpatch` to the pod they came from, and are only add/replace on allowed paths;
-- running the plan on its own output yields no ops (safe under reinvocationPolicy: IfNeeded);
+- the ops are only add/replace on allowed paths and apply to the pod they came from under `apply_strictly`, an
+  applier written here (so the patched pod is not `render`'s own jsonpatch result) that also refuses an `add`
+  over an existing key and a `replace` of a missing one; `render`'s pod is the same;
+- running the plan on its own output yields no ops (safe under reinvocationPolicy: IfNeeded); when another
+  webhook removed an env entry the webhook added, running it again puts that entry back and the
+  `ray-ft-webhook.io/injected` list stays what it was;
 - nothing the pod already had is changed, except flags appended to KubeRay's generated command lines and
   KubeRay <= 1.2's empty REDIS_PASSWORD placeholder on a head whose template does not set it;
 - no env name is ever duplicated; the output is deterministic.
@@ -13,7 +17,6 @@ import copy
 import re
 from typing import Any
 
-import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,9 +88,36 @@ def scenario(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], Settings]
     return cluster, p, draw(admin)
 
 
+def sorted_env(p: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(p["spec"]["containers"][0]["env"], key=lambda e: str(e["name"]))
+
+
+def apply_strictly(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """A copy of `doc` with the add/replace `ops` applied; AssertionError when an `add` would overwrite a key
+    (RFC 6902 allows it; the webhook must never do it to the user's values) or a `replace` finds nothing."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        value = copy.deepcopy(op["value"])
+        if isinstance(node, list):
+            if op["op"] == "add":
+                assert last == "-", op  # the builder appends, never inserts
+                node.append(value)
+            else:
+                assert int(last) < len(node), op
+                node[int(last)] = value
+        else:
+            assert (last in node) == (op["op"] == "replace"), op
+            node[last] = value
+    return out
+
+
 @settings(max_examples=400, deadline=None)
-@given(scenario())
-def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings]) -> None:
+@given(scenario(), st.data())
+def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings], data: st.DataObject) -> None:
     cluster, original, admin_settings = case
     before = copy.deepcopy(original)
     result = render(cluster, original, admin_settings)
@@ -102,16 +132,22 @@ def test_patch_properties(case: tuple[dict[str, Any], dict[str, Any], Settings])
         if op["op"] == "add" and op["path"].startswith("/metadata/annotations/"):
             assert "/" not in op["path"].removeprefix("/metadata/annotations/")
 
-    patched = jsonpatch.apply_patch(original, result.patch)
+    patched = apply_strictly(original, result.patch)
     assert patched == result.pod
 
     # Deterministic.
     assert render(cluster, original, admin_settings).patch == result.patch
-    # Idempotent.
-    assert render(cluster, patched, admin_settings).patch == []
-
     old_env = original["spec"]["containers"][0].get("env", [])
     new_env = patched["spec"]["containers"][0].get("env", [])
+    # Idempotent.
+    assert render(cluster, patched, admin_settings).patch == []
+    # Reinvoked after another webhook removed one entry the webhook appended: back, the injected list unchanged.
+    if len(new_env) > len(old_env):
+        removed = copy.deepcopy(patched)
+        del removed["spec"]["containers"][0]["env"][data.draw(st.integers(len(old_env), len(new_env) - 1))]
+        again = apply_strictly(removed, render(cluster, removed, admin_settings).patch)
+        assert again["metadata"] == patched["metadata"]
+        assert sorted_env(again) == sorted_env(patched)
     names = [e["name"] for e in new_env]
     # No name already present is added again (KubeRay's FT step on a conflicting RayCluster, which KubeRay
     # itself refuses, can give the cleanup pod a name twice already).

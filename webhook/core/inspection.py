@@ -43,6 +43,7 @@ from webhook.core.plan import (
 )
 from webhook.core.pod import CLUSTER_LABEL, InvalidPod, PodFacts, read_ray_pod
 from webhook.core.raycluster import ClusterFacts
+from webhook.core.redis_address import redacted
 from webhook.core.settings import Settings, quote
 from webhook.core.validation import KUBERAY_REFUSES, describe, shared_storage
 
@@ -138,7 +139,7 @@ def _template_value(c: ClusterFacts, name: str) -> str:
         return "(set)"
     if name == ENV_REDIS_PASSWORD:
         return "(plain text)" if literal else "(empty)"
-    return literal
+    return redacted(literal) if name == ENV_REDIS_ADDRESS else literal
 
 
 def _values(c: ClusterFacts, v: Values) -> tuple[tuple[str, str, str], ...]:

@@ -16,7 +16,7 @@ from webhook.core import cleanup, raystart
 from webhook.core.namespace import NamespaceFacts
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts, Credential
-from webhook.core.redis_address import address_problem
+from webhook.core.redis_address import address_problem, redacted
 from webhook.core.settings import RAY_DEFAULT_RECONNECT_TIMEOUT_S, CARef, Settings, parse_positive_int, quote
 
 ENV_STORAGE_NAMESPACE = "RAY_external_storage_namespace"
@@ -220,14 +220,15 @@ def _resolve(c: ClusterFacts, owner_uid: str | None, s: Settings, ns: NamespaceF
     # Ours and the admin's are checked when parsed; one the RayCluster gives is never injected if Ray dies on it.
     problem = address_problem(address) if address else None
     if problem is not None:
-        warnings.append(f"redisAddress {quote(address, 20)} not injected: it {problem}")
+        warnings.append(f"redisAddress {quote(redacted(address), 20)} not injected: it {problem}")
         address = ""
     if address:
         sources[ENV_REDIS_ADDRESS] = address_source
     template_address = c.head_env.values.get(ENV_REDIS_ADDRESS)
     problem = address_problem(template_address) if template_address else None
     if template_address and problem is not None:
-        warnings.append(f"head env RAY_REDIS_ADDRESS {quote(template_address, 24)} {problem}: GCS cannot start")
+        warnings.append(f"head env RAY_REDIS_ADDRESS {quote(redacted(template_address), 24)} {problem}: "
+                        "GCS cannot start")
 
     username: EnvVar | None = None
     if opts is not None and opts.redis_username is not None:

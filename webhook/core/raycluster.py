@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core import annotations as ann
-from webhook.core.redis_address import address_problem
+from webhook.core.redis_address import address_problem, redacted
 from webhook.core.settings import (
     CARef,
     SecretRef,
@@ -206,10 +206,11 @@ def parse_ours(annotations: Mapping[str, Any], errors: list[str], allowed: froze
             parsed["inject"] = value.lower() != "false"
         elif key in (ann.REDIS_ADDRESS, ann.REDIS_USERNAME):
             problem = address_problem(value) if key == ann.REDIS_ADDRESS else None
+            shown = redacted(raw) if key == ann.REDIS_ADDRESS else raw  # no password from the address in a denial
             if not value or any(c.isspace() for c in value):
-                errors.append(_annotation_error(key, raw, "must be non-empty and contain no spaces"))
+                errors.append(_annotation_error(key, shown, "must be non-empty and contain no spaces"))
             elif problem is not None:
-                errors.append(_annotation_error(key, raw, f"is not an address Ray can use: it {problem}"))
+                errors.append(_annotation_error(key, shown, f"is not an address Ray can use: it {problem}"))
             elif key == ann.REDIS_ADDRESS:
                 parsed["redis_address"] = value
             else:

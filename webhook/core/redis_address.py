@@ -39,12 +39,21 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def redacted(address: str) -> str:
+    """`address` for a message: when it holds credentials, everything up to its last `@` becomes `***`.
+
+    A password written into the address (`redis://user:pass@host:6379`) must not reach a warning or a denial,
+    which kubectl shows and the audit log keeps. Up to the last `@`, not per entry: a password may hold `,` or `@`.
+    """
+    return "***@" + address.rpartition("@")[2] if "@" in address else address
+
+
 def parse_redis_address(text: str) -> str:
     """`text` stripped, or ValueError naming what Ray would fail on (for flags and our annotation)."""
     address = text.strip()
     problem = address_problem(address)
     if problem is not None:
-        raise ValueError(f"{text!r}: {problem}")
+        raise ValueError(f"{redacted(text)!r}: {problem}")
     return address
 
 
