@@ -30,7 +30,7 @@ class SecretRef:
     def parse(cls, text: str, default_key: str = "password") -> SecretRef:
         """Parse `NAME` or `NAME/KEY`; raises ValueError with a message that quotes the bad value."""
         name, sep, key = text.strip().partition("/")
-        if not name or (sep and not key) or "/" in key or not _is_dns_subdomain(name) or not _is_secret_key(key or "x"):
+        if not name or (sep and not key) or not _is_dns_subdomain(name) or not _is_secret_key(key or "x"):
             raise ValueError(f"{quote(text)} is not NAME or NAME/KEY (a Secret name and an optional key)")
         return cls(name=name, key=key or default_key)
 
