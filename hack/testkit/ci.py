@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.paths import CERT_MANAGER_SCRIPT, HELM_SCRIPT, PROMETHEUS_OPERATOR_SCRIPT, PROMTOOL_SCRIPT, TESTBIN_SCRIPT
+from testkit.paths import CRDS_SCRIPT, HELM_SCRIPT, PROMTOOL_SCRIPT, TESTBIN_SCRIPT
 
 
 def in_ci() -> bool:
@@ -43,29 +43,19 @@ def kubectl() -> str:
     return found
 
 
-def cert_manager_crds() -> Path:
-    """The folder of cert-manager's CRD files: $RAY_FT_WEBHOOK_CERT_MANAGER_CRDS, else fetched from the Go module
-    proxy by hack/cert-manager-crds.sh (needs Go). Missing: fails with CI=true, skips elsewhere."""
-    if override := os.environ.get("RAY_FT_WEBHOOK_CERT_MANAGER_CRDS"):
+def crds(project: str) -> Path:
+    """The folder of `project`'s CRD files (cert-manager, prometheus-operator), fetched from its Go module by
+    hack/crds.sh (needs Go); for cert-manager $RAY_FT_WEBHOOK_CERT_MANAGER_CRDS overrides. Missing: fails with
+    CI=true, skips elsewhere."""
+    if project == "cert-manager" and (override := os.environ.get("RAY_FT_WEBHOOK_CERT_MANAGER_CRDS")):
         return Path(override)
     if shutil.which("go") is None:
-        missing("cert-manager's CRDs", "install Go so hack/cert-manager-crds.sh can fetch them from the Go module "
-                "proxy, or point RAY_FT_WEBHOOK_CERT_MANAGER_CRDS at a folder of them")
-    out = subprocess.run(["bash", str(CERT_MANAGER_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+        missing(f"{project}'s CRDs", "install Go so hack/crds.sh can fetch them from the Go module proxy")
+    out = subprocess.run(["bash", str(CRDS_SCRIPT), project], stdout=subprocess.PIPE, text=True, check=False)
     if out.returncode != 0:
-        missing("cert-manager's CRDs", "hack/cert-manager-crds.sh failed (see its output above)")
+        missing(f"{project}'s CRDs", f"hack/crds.sh {project} failed (see its output above)")
     return Path(out.stdout.strip())
 
-
-def prometheus_operator_crds() -> Path:
-    """The folder of prometheus-operator's ServiceMonitor and PrometheusRule CRD files, fetched from the Go module
-    proxy by hack/prometheus-operator-crds.sh (needs Go). Missing: fails with CI=true, skips elsewhere."""
-    if shutil.which("go") is None:
-        missing("prometheus-operator's CRDs", "install Go so hack/prometheus-operator-crds.sh can fetch them")
-    out = subprocess.run(["bash", str(PROMETHEUS_OPERATOR_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
-    if out.returncode != 0:
-        missing("prometheus-operator's CRDs", "hack/prometheus-operator-crds.sh failed (see its output above)")
-    return Path(out.stdout.strip())
 
 
 def _built(tool: str, script: Path, needs: str, env_var: str) -> str:

@@ -37,7 +37,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from testkit import chart, kube
-from testkit.ci import helm, kubectl, prometheus_operator_crds
+from testkit.ci import crds, helm, kubectl
 from testkit.controlplane import RAYCLUSTER_CRD, WEBHOOK_USER, ControlPlane, ControlPlaneError
 from testkit.kube import wait_for
 from testkit.kuberay_pods import FT_ENABLED, pod, raycluster
@@ -53,7 +53,7 @@ HOOK_USER = f"system:serviceaccount:{NS}:{RELEASE}-uninstall"
 INJECTED = "ray-ft-webhook.io/injected"
 VALUES = ["--set", "config.defaultRedisAddress=redis.ray-system:6379",
           "--set", "config.defaultRedisPasswordSecret=redis-admin/pw",
-          # validated by prometheus-operator's own CRDs (hack/prometheus-operator-crds.sh)
+          # validated by prometheus-operator's own CRDs (hack/crds.sh)
           "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"]
 LOCAL_ENV = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
 
@@ -207,9 +207,9 @@ def test_helm_install_upgrade_uninstall(cp: ControlPlane, tmp_path: Path) -> Non
     admission, custom = client.AdmissionregistrationV1Api(admin), client.CustomObjectsApi(admin)
     client.ApiextensionsV1Api(admin).create_custom_resource_definition(RAYCLUSTER_CRD)
     dyn = kube.dynamic_client(admin, tmp_path / "discovery")
-    crds = prometheus_operator_crds()
+    crds_folder = crds("prometheus-operator")
     for plural in ("servicemonitors", "prometheusrules"):
-        for crd in yaml.safe_load_all((crds / f"monitoring.coreos.com_{plural}.yaml").read_text()):
+        for crd in yaml.safe_load_all((crds_folder / f"monitoring.coreos.com_{plural}.yaml").read_text()):
             if crd:
                 kube.apply(dyn, crd)
     kube.wait_established(admin, ["rayclusters.ray.io", "servicemonitors.monitoring.coreos.com",

@@ -26,7 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from testkit import kube
-from testkit.ci import cert_manager_crds, kubectl
+from testkit.ci import crds, kubectl
 from testkit.controlplane import ControlPlane
 from testkit.kube import wait_for
 from testkit.kuberay_pods import pod, quickstart_raycluster
@@ -49,9 +49,9 @@ LOCAL_ENV = {**os.environ, "NO_PROXY": "127.0.0.1"}
 
 @pytest.fixture(scope="module")
 def cert_manager(admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """cert-manager's own Issuer and Certificate CRDs (hack/cert-manager-crds.sh, from its Go module): the
+    """cert-manager's own Issuer and Certificate CRDs (hack/crds.sh, from its Go module): the
     overlay's objects are validated against cert-manager's schema, not a schema that accepts anything."""
-    folder = cert_manager_crds()
+    folder = crds("cert-manager")
     dyn = kube.dynamic_client(admin, tmp_path_factory.mktemp("cert-manager"))
     for plural in ("issuers", "certificates"):
         for crd in yaml.safe_load_all((folder / f"cert-manager.io_{plural}.yaml").read_text()):
