@@ -217,6 +217,11 @@ def _describe(settings: Settings) -> dict[str, object]:
     return {
         "default_redis_address": settings.default_redis_address,
         "default_redis_password_secret": str(settings.default_redis_password_secret or ""),
+        "default_redis_ca": str(settings.default_redis_ca or ""),
+        "default_redis_client_cert_secret": settings.default_redis_client_cert_secret or "",
+        "default_redis_server_name": settings.default_redis_server_name or "",
+        "deny_kuberay_conflicts": settings.deny_kuberay_conflicts,
+        "deny_shared_storage_namespace": settings.deny_shared_storage_namespace,
         "worker_reconnect_timeout_s": settings.worker_reconnect_timeout_s,
         "head_reconnect_timeout_s": settings.head_reconnect_timeout_s,
         "on_lookup_failure": settings.on_lookup_failure.value,
