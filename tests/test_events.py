@@ -284,3 +284,38 @@ def test_a_failing_call_is_counted_and_logged_without_the_note(caplog: pytest.Lo
     recorder(EventsAPI(fail=True), metrics).send([(CLUSTER, EventFacts(CONFIGURED, "Normal", PASSWORD))])
     assert count(metrics, "failed") == 1
     assert PASSWORD not in caplog.text and "event not recorded" in caplog.text
+
+
+# -- the note, exactly -------------------------------------------------------------------------------------------
+
+def test_a_note_is_cut_to_the_byte_limit_and_never_mid_character() -> None:
+    from webhook.core.events import denied_event
+    assert denied_event("a" * MAX_NOTE).note == "a" * MAX_NOTE
+    assert denied_event("a" * (MAX_NOTE + 1)).note == "a" * (MAX_NOTE - 3) + "..."
+    # The limit falls inside an é: it is left out whole.
+    assert denied_event("a" * (MAX_NOTE - 4) + "é" * 4).note == "a" * (MAX_NOTE - 4) + "..."
+    assert denied_event("a" * (MAX_NOTE - 5) + "é" * 4).note == "a" * (MAX_NOTE - 5) + "é..."
+
+
+def test_head_event_names_the_heads_own_timeout_and_every_gap() -> None:
+    from webhook.cli.render import render
+    cluster = raycluster(annotations={**FT, **ADDRESS, **SECRET})
+    settings = Settings(head_reconnect_timeout_s=30)
+    event = render(cluster, pod(cluster, "head"), settings).event
+    assert event is not None and event.reason == CONFIGURED
+    assert ("RAY_gcs_rpc_server_reconnect_timeout_s=30 (the admin's default --head-reconnect-timeout-s)"
+            in event.note)
+    # Nothing left to inject, and two gaps: both told, then that nothing was injected.
+    bare = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-username": "ray"})
+    head = render(bare, pod(bare, "head"), Settings()).pod
+    again = render(bare, head, Settings()).event
+    assert again is not None and again.reason == INCOMPLETE
+    assert again.note == ("GCS fault tolerance is on but no Redis address is set: Ray keeps GCS state in memory; "
+                          "REDIS_USERNAME from ray-ft-webhook.io/redis-username not injected: no Redis password "
+                          "either; Ray's GCS aborts on that; nothing injected")
+
+
+def test_no_event_without_values_whatever_the_plan() -> None:
+    from webhook.core.events import head_event
+    from webhook.core.plan import EnvVar, Plan
+    assert head_event(Plan(env=(EnvVar("X", "1"),)), None) is None

@@ -10,10 +10,12 @@ from typing import Any
 from testkit.kuberay_pods import LEGACY, QUICKSTART_UID, env_secret, pod, quickstart_raycluster, raycluster
 from webhook.cli.check import as_json, exit_code, table
 from webhook.cli.render import render
-from webhook.core.inspection import FT, ClusterReport, Head, Status, inspect_cluster, pick_head
+from webhook.core.inspection import FT, TEMPLATE, ClusterReport, Head, HeadReport, Status, inspect_cluster, pick_head
+from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.plan import NO_ADDRESS
 from webhook.core.raycluster import parse_raycluster
 from webhook.core.settings import SecretRef, Settings
+from webhook.core.validation import KUBERAY_REFUSES
 
 FT_ON = {"ray.io/ft-enabled": "true"}
 ADMIN = Settings(default_redis_address="redis.admin:6379", default_redis_password_secret=SecretRef("admin-pw", "pw"))
@@ -69,7 +71,7 @@ def test_head_admitted_before_a_change_of_the_admins_defaults_is_stale() -> None
     head = admitted(rc, ADMIN)
     now = Settings(default_redis_address="redis.new:6379", default_redis_password_secret=SecretRef("new-pw"))
     r = check(rc, [head], now)
-    assert (r.head.status, r.status) == (Head.STALE, Status.INCOMPLETE)
+    assert (r.head.status, r.head.pod, r.status) == (Head.STALE, HEAD_NAME, Status.INCOMPLETE)
     assert r.head.stale == (
         "RAY_REDIS_ADDRESS: the head has 'redis.admin:6379', now 'redis.new:6379'",
         "REDIS_PASSWORD: the head has Secret admin-pw/pw, now Secret new-pw/password",
@@ -268,3 +270,258 @@ def test_kuberay_placeholder_the_webhook_replaced_is_compared_like_an_added_entr
     r = check(rc, [head], Settings(default_redis_address="redis.admin:6379",
                                    default_redis_password_secret=SecretRef("rotated")))
     assert r.head.stale == ("REDIS_PASSWORD: the head has Secret admin-pw/pw, now Secret rotated/password",)
+
+
+HEAD_NAME = "raycluster-external-redis-head-x7k2p"
+
+
+def test_an_unreadable_or_foreign_head_pod_is_named_with_why() -> None:
+    rc = raycluster(annotations=FT_ON)
+    broken = pod(rc, "head")
+    broken["spec"]["containers"][0]["env"] = "nope"
+    assert check(rc, [broken]).head == HeadReport(Head.UNREADABLE, HEAD_NAME,
+                                                  detail="spec.containers[0].env is not a list")
+    # A worker labelled with the cluster's name is not its head.
+    worker = pod(rc, "worker")
+    r = check(rc, [worker])
+    assert r.head == HeadReport(Head.UNREADABLE, "raycluster-external-redis-small-group-worker-x7k2p",
+                                detail="not a head pod of a RayCluster")
+    assert r.status == Status.INCOMPLETE
+    # A pod of the cluster without Ray's node-type label is no Ray pod at all.
+    unlabelled = pod(rc, "head")
+    del unlabelled["metadata"]["labels"]["ray.io/node-type"]
+    assert check(rc, [unlabelled]).head == HeadReport(Head.UNREADABLE, HEAD_NAME,
+                                                      detail="not a head pod of a RayCluster")
+
+
+def test_heads_of_clusters_the_webhook_leaves_alone_are_named() -> None:
+    rc = raycluster(annotations=FT_ON)
+    head = admitted(rc, ADMIN)
+    off = copy.deepcopy(rc)
+    del off["metadata"]["annotations"]["ray.io/ft-enabled"]
+    r = check(off, [head])
+    assert (r.head.status, r.head.pod) == (Head.STALE, HEAD_NAME)
+    assert r.head.stale == tuple(f"{n}: injected earlier, not now" for n in (
+        "ray.io/ft-enabled", "ray.io/external-storage-namespace", "RAY_external_storage_namespace",
+        "RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "--redis-password"))
+    never = raycluster()
+    assert check(never, [pod(never, "head")]).head == HeadReport(Head.NOT_APPLICABLE, HEAD_NAME)
+
+
+def test_a_denied_cluster_still_reports_its_head() -> None:
+    rc = raycluster(annotations={**FT_ON, "ray-ft-webhook.io/head-reconnect-timeout-s": "soon"})
+    head = admitted(raycluster(annotations=FT_ON), ADMIN)
+    r = check(rc, [head])
+    denial = "annotation ray-ft-webhook.io/head-reconnect-timeout-s: 'soon' is not a positive integer (seconds)"
+    assert r == ClusterReport("default", "raycluster-external-redis", FT.DENIED, "the webhook denies its pods", (),
+                              (denial,), (denial,), r.head, False)
+    # The webhook gives its pods nothing now: what it injected earlier is stale.
+    assert (r.head.status, r.head.pod) == (Head.STALE, HEAD_NAME)
+    assert "RAY_REDIS_ADDRESS: injected earlier, not now" in r.head.stale
+    never = raycluster(annotations={"ray-ft-webhook.io/head-reconnect-timeout-s": "soon"})
+    never["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    r2 = check(never, [pod(never, "head")])
+    assert (r2.head, r2.deleting, r2.status) == (HeadReport(Head.NOT_APPLICABLE, HEAD_NAME), True, Status.NOT_COUNTED)
+
+
+def test_off_and_skipped_reports_in_full() -> None:
+    skipped = raycluster(options={"redisAddress": "redis:6379"},
+                         annotations={"ray-ft-webhook.io/inject": "false", "ray.io/ft-enabled": "false"})
+    skipped["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    r = check(skipped, [pod(skipped, "head")])
+    conflict = next(f for f in r.findings if f != KUBERAY_REFUSES)
+    assert r == ClusterReport("default", "raycluster-external-redis", FT.SKIPPED, "ray-ft-webhook.io/inject is false",
+                              (), (conflict, KUBERAY_REFUSES), (), HeadReport(Head.NOT_APPLICABLE, HEAD_NAME), True)
+
+
+def test_why_ft_is_on_names_both_fields() -> None:
+    rc = raycluster(annotations={"ray.io/ft-enabled": "True"}, options={"redisAddress": "redis:6379"})
+    assert check(rc, []).why == "annotation ray.io/ft-enabled=True and spec.gcsFaultToleranceOptions"
+    assert check(raycluster(options={"redisAddress": "redis:6379"}), []).why == "spec.gcsFaultToleranceOptions"
+
+
+def test_the_namespaces_defaults_judge_the_cluster_and_its_head() -> None:
+    tenant = parse_namespace({"metadata": {"name": "team", "annotations": {
+        "ray-ft-webhook.io/redis-address": "tenant-redis:6379",
+        "ray-ft-webhook.io/redis-password-secret": "tenant-pw/secret",
+        "ray-ft-webhook.io/head-reconnect-timeout-s": "45"}}})
+    rc = raycluster(namespace="team", annotations=FT_ON)
+    head = render(rc, pod(rc, "head"), ADMIN, {"metadata": {"name": "team", "annotations": {
+        "ray-ft-webhook.io/redis-address": "tenant-redis:6379",
+        "ray-ft-webhook.io/redis-password-secret": "tenant-pw/secret",
+        "ray-ft-webhook.io/head-reconnect-timeout-s": "45"}}}).pod
+    facts = parse_raycluster(rc)
+    seen: list[str] = []
+
+    def namespace_of(name: str) -> NamespaceFacts | None:
+        seen.append(name)
+        return tenant if name == "team" else None
+
+    r = inspect_cluster(facts, [head], ADMIN, [facts], namespace_of)
+    assert "team" in seen
+    assert (r.head.status, r.status) == (Head.CARRIES, Status.COMPLETE)
+    values = {n: (v, s) for n, v, s in r.values}
+    assert values["RAY_REDIS_ADDRESS"] == ("tenant-redis:6379",
+                                           "annotation ray-ft-webhook.io/redis-address on Namespace team")
+    # Without the Namespace, the same head is stale against the admin's defaults.
+    r2 = inspect_cluster(facts, [head], ADMIN, [facts])
+    assert r2.head.status == Head.STALE
+    assert "RAY_REDIS_ADDRESS: the head has 'tenant-redis:6379', now 'redis.admin:6379'" in r2.head.stale
+
+
+def test_the_namespaces_defaults_find_a_shared_storage_namespace() -> None:
+    """Another cluster keeps its state in the same Redis only through its Namespace's default address."""
+    tenant = parse_namespace({"metadata": {"name": "team", "annotations": {
+        "ray-ft-webhook.io/redis-address": "tenant-redis:6379"}}})
+    pinned = {**FT_ON, "ray.io/external-storage-namespace": "shared"}
+    a = parse_raycluster(raycluster(name="a", uid="uid-a", namespace="team", annotations=pinned))
+    b = parse_raycluster(raycluster(name="b", uid="uid-b", namespace="team", annotations=pinned))
+    r = inspect_cluster(a, [], ADMIN, [a, b], lambda name: tenant if name == "team" else None)
+    shared = "GCS state at risk: same Redis storage namespace 'shared' as RayCluster team/b"
+    assert r.gaps == (shared,) and r.findings == (shared,)
+
+
+def test_values_rows_in_order_with_the_heads_own_timeout() -> None:
+    rc = raycluster(annotations=FT_ON)
+    s = Settings(default_redis_address="redis.admin:6379", head_reconnect_timeout_s=30)
+    r = check(rc, [admitted(rc, s)], s)
+    assert r.values == (
+        ("RAY_external_storage_namespace", QUICKSTART_UID, "the RayCluster's uid"),
+        ("RAY_REDIS_ADDRESS", "redis.admin:6379", "the admin's default --default-redis-address"),
+        ("RAY_gcs_rpc_server_reconnect_timeout_s (head)", "30", "the admin's default --head-reconnect-timeout-s"),
+        ("RAY_gcs_rpc_server_reconnect_timeout_s (workers)", "600", "the admin's default --worker-reconnect-timeout-s"),
+    )
+
+
+def test_the_head_templates_own_values_as_shown() -> None:
+    template = [{"name": "RAY_REDIS_ADDRESS", "value": "redis://:hunter2@redis:6379"},
+                {"name": "REDIS_PASSWORD", "value": ""},
+                {"name": "RAY_external_storage_namespace", "value": "me:mine@home"},
+                {"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "77"}]
+    rc = raycluster(annotations=FT_ON, head_env=template)
+    r = check(rc, [admitted(rc, ADMIN)])
+    assert r.values == (
+        ("RAY_external_storage_namespace", "(set)", TEMPLATE),
+        ("RAY_REDIS_ADDRESS", "***@redis:6379", TEMPLATE),
+        ("REDIS_PASSWORD", "(empty)", TEMPLATE),
+        ("RAY_gcs_rpc_server_reconnect_timeout_s (head)", "77", TEMPLATE),
+        ("RAY_gcs_rpc_server_reconnect_timeout_s (workers)", "600", "the admin's default --worker-reconnect-timeout-s"),
+    )
+    plain = raycluster(annotations=FT_ON, head_env=[{"name": "REDIS_PASSWORD", "value": "s3cret"}])
+    assert ("REDIS_PASSWORD", "(plain text)", TEMPLATE) in check(plain, [admitted(plain, ADMIN)]).values
+
+
+def _tamper(head: dict[str, Any], name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """`head` with its Ray container's env entry `name` replaced by `entry`."""
+    env = head["spec"]["containers"][0]["env"]
+    env[next(i for i, e in enumerate(env) if e["name"] == name)] = {"name": name, **entry}
+    return head
+
+
+def test_stale_credentials_are_shown_by_where_they_come_from() -> None:
+    rc = raycluster(annotations=FT_ON)
+    from_config = _tamper(admitted(rc, ADMIN), "REDIS_PASSWORD", {"valueFrom": {"configMapKeyRef": {"name": "c"}}})
+    assert check(rc, [from_config]).head.stale == (
+        "REDIS_PASSWORD: the head has valueFrom, now Secret admin-pw/pw",)
+    plain = _tamper(admitted(rc, ADMIN), "REDIS_PASSWORD", {"value": "s3cret"})
+    assert check(rc, [plain]).head.stale == ("REDIS_PASSWORD: the head has (plain text), now Secret admin-pw/pw",)
+    empty = raycluster(options={"redisAddress": "r:6379", "redisPassword": {"value": ""}})
+    r = check(empty, [_tamper(admitted(empty, Settings()), "REDIS_PASSWORD", {"value": "s3cret"})], Settings())
+    assert r.head.stale == ("REDIS_PASSWORD: the head has (plain text), now empty",)
+
+
+def test_stale_values_are_quoted_up_to_60_characters() -> None:
+    long = "redis-" + "x" * 60 + ".svc:6379"
+    rc = raycluster(annotations={**FT_ON, "ray.io/external-storage-namespace": "n" * 61})
+    head = admitted(rc, Settings(default_redis_address=long))
+    changed = copy.deepcopy(rc)
+    changed["metadata"]["annotations"]["ray.io/external-storage-namespace"] = "m" * 61
+    now = "r" * 55 + ":6379"
+    r = check(changed, [head], Settings(default_redis_address=now))
+    assert r.head.stale == (
+        f"RAY_REDIS_ADDRESS: the head has {long[:60]!r}..., now {now!r}",
+        f"RAY_external_storage_namespace: the head has {'n' * 60!r}..., now {'m' * 60!r}...",
+        f"annotation ray.io/external-storage-namespace: the head has {'n' * 60!r}..., now {'m' * 60!r}...",
+    )
+
+
+def test_an_annotation_an_earlier_version_injected_and_this_one_does_not_is_stale() -> None:
+    rc = raycluster(options={"redisAddress": "redis:6379"})
+    head = admitted(rc, ADMIN)
+    head["metadata"]["annotations"]["example.com/old"] = "o" * 61
+    head["metadata"]["annotations"]["ray-ft-webhook.io/injected"] += ",example.com/old"
+    assert check(rc, [head]).head.stale == (f"annotation example.com/old: the head has {'o' * 60!r}..., now none",)
+
+
+def test_only_injected_env_entries_can_be_stale() -> None:
+    """A head whose injected list names env entries only (no annotation) is still compared."""
+    rc = raycluster(annotations=FT_ON)
+    head = admitted(rc, ADMIN)
+    head["metadata"]["annotations"]["ray-ft-webhook.io/injected"] = "RAY_REDIS_ADDRESS"
+    now = Settings(default_redis_address="redis.new:6379", default_redis_password_secret=SecretRef("admin-pw", "pw"))
+    assert check(rc, [head], now).head.stale == (
+        "RAY_REDIS_ADDRESS: the head has 'redis.admin:6379', now 'redis.new:6379'",)
+    head["metadata"]["annotations"]["ray-ft-webhook.io/injected"] = "ray.io/external-storage-namespace"
+    head["metadata"]["annotations"]["ray.io/external-storage-namespace"] = "old"
+    assert check(rc, [head], now).head.stale == (
+        f"annotation ray.io/external-storage-namespace: the head has 'old', now '{QUICKSTART_UID}'",)
+
+
+def test_pick_head_skips_what_is_not_this_clusters_head() -> None:
+    rc = raycluster(annotations=FT_ON)
+    facts = parse_raycluster(rc)
+
+    def head(suffix: str, created: str | None) -> dict[str, Any]:
+        p = pod(rc, "head", suffix=suffix)
+        if created is not None:
+            p["metadata"]["creationTimestamp"] = created
+        return p
+
+    mine = head("mine", "2026-01-01T00:00:00Z")
+    no_metadata = {"metadata": "nope"}
+    unlabelled = head("unlabelled", "2026-01-05T00:00:00Z")
+    unlabelled["metadata"]["labels"] = None
+    other_cluster = head("other", "2026-01-05T00:00:00Z")
+    other_cluster["metadata"]["labels"]["ray.io/cluster"] = "another"
+    elsewhere = head("elsewhere", "2026-01-05T00:00:00Z")
+    elsewhere["metadata"]["namespace"] = "elsewhere"
+    previous = head("previous", "2026-01-05T00:00:00Z")
+    previous["metadata"]["ownerReferences"][0]["uid"] = "a-previous-raycluster"
+    for skipped in (no_metadata, unlabelled, other_cluster, elsewhere, previous):
+        assert pick_head(facts, [skipped, mine]) is mine
+    # Owned by something else than a RayCluster (or by nothing): not a previous RayCluster's.
+    adopted = head("adopted", "2026-01-05T00:00:00Z")
+    adopted["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "uid": "rs"}]
+    orphan = head("orphan", "2026-01-06T00:00:00Z")
+    del orphan["metadata"]["ownerReferences"]
+    assert pick_head(facts, [mine, adopted]) is adopted
+    assert pick_head(facts, [mine, adopted, orphan]) is orphan
+    # No creationTimestamp sorts oldest; the same second: the first listed.
+    assert pick_head(facts, [head("unknown", None), mine]) is mine
+    twin = head("twin", "2026-01-01T00:00:00Z")
+    assert pick_head(facts, [mine, twin]) is mine and pick_head(facts, [twin, mine]) is twin
+
+
+def test_a_head_pod_whose_name_is_not_a_string_is_reported_unnamed() -> None:
+    rc = raycluster(annotations=FT_ON)
+    head = admitted(rc, ADMIN)
+    head["metadata"]["name"] = 7
+    assert check(rc, [head]).head == HeadReport(Head.CARRIES, None)
+
+
+def test_a_namespace_default_added_after_the_head_was_created_is_missing() -> None:
+    rc = raycluster(namespace="team", annotations=FT_ON)
+    head = admitted(rc, ADMIN)
+    tenant = parse_namespace({"metadata": {"name": "team", "annotations": {
+        "ray-ft-webhook.io/head-reconnect-timeout-s": "45"}}})
+    facts = parse_raycluster(rc)
+    r = inspect_cluster(facts, [head], ADMIN, [facts], lambda name: tenant)
+    assert r.head == HeadReport(Head.MISSING, "raycluster-external-redis-head-x7k2p",
+                                missing=("RAY_gcs_rpc_server_reconnect_timeout_s",))
+
+
+def test_an_injected_entry_without_a_value_is_shown_empty() -> None:
+    rc = raycluster(annotations=FT_ON)
+    s = Settings(default_redis_address="redis.admin:6379", head_reconnect_timeout_s=30)
+    head = _tamper(admitted(rc, s), "RAY_gcs_rpc_server_reconnect_timeout_s", {})
+    assert check(rc, [head], s).head.stale == ("RAY_gcs_rpc_server_reconnect_timeout_s: the head has '', now '30'",)

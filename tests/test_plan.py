@@ -22,6 +22,7 @@ from testkit.kuberay_pods import (
 )
 from webhook.cli.render import Rendered, render
 from webhook.core import cleanup
+from webhook.core.raycluster import parse_raycluster
 from webhook.core.settings import SecretRef, Settings
 
 FT = {"ray.io/ft-enabled": "true"}
@@ -1009,3 +1010,88 @@ def test_value_from_is_copied_deeply() -> None:
     op = next(op for op in run(cluster).patch
               if isinstance(op["value"], dict) and op["value"].get("name") == "REDIS_PASSWORD")
     assert op["value"]["valueFrom"] == value_from
+
+
+# -- sources, findings and the cleanup pod's gaps, exactly -------------------------------------------------------
+
+def _rows(cluster: dict[str, Any], settings: Settings | None = None,
+          namespace: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    from webhook.core.namespace import parse_namespace
+    from webhook.core.plan import plan_cluster
+    from webhook.core.validation import describe
+    ns = parse_namespace({"metadata": {"name": "team", "annotations": namespace}}) if namespace else None
+    v = plan_cluster(parse_raycluster(cluster), settings or Settings(), ns=ns).values
+    assert v is not None
+    return {name: (shown, source) for name, shown, source in describe(v)}
+
+
+def test_every_value_names_its_source() -> None:
+    own = _rows(raycluster(annotations={**FT, "ray.io/external-storage-namespace": "pinned",
+                                        "ray-ft-webhook.io/head-reconnect-timeout-s": "45",
+                                        "ray-ft-webhook.io/worker-reconnect-timeout-s": "900"},
+                           head_start_params={"redis-password": "pw"}),
+                Settings(head_reconnect_timeout_s=30))
+    assert own["RAY_external_storage_namespace"] == ("pinned", "annotation ray.io/external-storage-namespace")
+    assert own["REDIS_PASSWORD"] == ("(plain text)", "rayStartParams redis-password")
+    # The RayCluster's own timeout wins over the admin's.
+    assert own[f"{TIMEOUT} (head)"] == ("45", "annotation ray-ft-webhook.io/head-reconnect-timeout-s")
+    assert own[f"{TIMEOUT} (workers)"] == ("900", "annotation ray-ft-webhook.io/worker-reconnect-timeout-s")
+    options = _rows(raycluster(options={"redisAddress": "r:6379", "externalStorageNamespace": "opt"}))
+    assert options["RAY_external_storage_namespace"] == ("opt", "gcsFaultToleranceOptions.externalStorageNamespace")
+    tenant = _rows(raycluster(annotations=FT), namespace={"ray-ft-webhook.io/redis-password-secret": "pw/k"})
+    assert tenant["REDIS_PASSWORD"] == ("Secret pw/k", "annotation ray-ft-webhook.io/redis-password-secret on "
+                                                       "Namespace team")
+    assert f"{TIMEOUT} (head)" not in _rows(raycluster(annotations=FT))
+
+
+def test_a_username_without_a_password_names_where_the_username_comes_from() -> None:
+    from webhook.core.plan import cluster_findings, plan_cluster
+
+    def findings(**kwargs: Any) -> tuple[str, ...]:
+        c = parse_raycluster(raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:6379"}, **kwargs))
+        return cluster_findings(c, plan_cluster(c, Settings()))
+
+    def gap(source: str) -> str:
+        return f"Redis username from {source} but no password from any source: Ray's GCS aborts"
+
+    user = {"name": "REDIS_USERNAME", "value": "ray"}
+    assert gap("the head's env") in findings(head_env=[user])
+    assert gap("the head's env") in findings(head_env=[user, {"name": "REDIS_PASSWORD", "value": ""}])
+    assert not any("no password" in f for f in findings(
+        head_env=[user, {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]))
+    assert gap("rayStartParams") in findings(head_start_params={"redis-username": "ray"})
+
+
+def test_a_head_template_timeout_ray_cannot_read_is_named() -> None:
+    from webhook.core.plan import cluster_findings, plan_cluster
+    c = parse_raycluster(raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:6379"},
+                                    head_env=[{"name": TIMEOUT, "value": "soon"}]))
+    assert f"head template env {TIMEOUT} 'soon' is not a positive integer" in cluster_findings(
+        c, plan_cluster(c, Settings()))
+
+
+def test_the_namespaces_username_without_a_password_is_named_on_the_head() -> None:
+    cluster = raycluster(annotations={**FT, "ray-ft-webhook.io/redis-address": "r:6379"})
+    ns = {"metadata": {"name": "default", "annotations": {"ray-ft-webhook.io/redis-username": "ray"}}}
+    result = render(cluster, pod(cluster, "head"), Settings(), ns)
+    assert result.warnings == ("REDIS_USERNAME from annotation ray-ft-webhook.io/redis-username on Namespace default "
+                               "not injected: no Redis password either; Ray's GCS aborts on that",)
+
+
+def test_the_cleanup_pod_without_an_address_is_a_gap() -> None:
+    from webhook.core.plan import NO_ADDRESS, Plan, decide
+    from webhook.core.pod import read_ray_pod
+    cluster = raycluster(annotations=FT)
+    facts = read_ray_pod(cleanup_pod(cluster), "default")
+    assert facts is not None
+    plan = decide(parse_raycluster(cluster), facts, Settings())
+    assert isinstance(plan, Plan) and plan.gaps == (NO_ADDRESS,)
+
+
+def test_every_error_of_a_namespace_is_in_its_denial() -> None:
+    from webhook.core.namespace import parse_namespace
+    from webhook.core.plan import plan_cluster
+    ns = parse_namespace({"metadata": {"name": "team", "annotations": {
+        "ray-ft-webhook.io/head-reconnect-timeout-s": "x", "ray-ft-webhook.io/worker-reconnect-timeout-s": "y"}}})
+    denied = plan_cluster(parse_raycluster(raycluster(annotations=FT)), Settings(), ns=ns).denied
+    assert denied == "Namespace team: " + "; ".join(ns.errors) and len(ns.errors) == 2

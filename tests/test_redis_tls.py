@@ -168,3 +168,51 @@ def test_the_admins_defaults_and_their_source() -> None:
 def test_bad_tls_annotations_are_denied_naming_them(annotations: dict[str, str], message: str) -> None:
     result = run({**TLS_ADDRESS, **annotations})
     assert result.denied is not None and message in result.denied
+
+
+def test_each_tls_value_names_its_source() -> None:
+    from webhook.core.namespace import parse_namespace
+    from webhook.core.plan import plan_cluster
+    from webhook.core.raycluster import parse_raycluster
+    from webhook.core.validation import describe
+
+    def rows(annotations: dict[str, str], settings: Settings | None = None,
+             namespace: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+        c = parse_raycluster(raycluster(annotations={**FT, **TLS_ADDRESS, **annotations}))
+        ns = parse_namespace({"metadata": {"name": "team", "annotations": namespace}}) if namespace else None
+        v = plan_cluster(c, settings or Settings(), ns=ns).values
+        assert v is not None
+        return {name: (shown, source) for name, shown, source in describe(v)}
+
+    own = rows({"ray-ft-webhook.io/redis-ca-secret": "tls/root.pem",
+                "ray-ft-webhook.io/redis-client-cert-secret": "client",
+                "ray-ft-webhook.io/redis-server-name": "redis.example"})
+    assert own["RAY_REDIS_CA_CERT"] == ("Secret tls/root.pem", "annotation ray-ft-webhook.io/redis-ca-secret")
+    assert own["RAY_REDIS_CLIENT_CERT"] == ("Secret client", "annotation ray-ft-webhook.io/redis-client-cert-secret")
+    assert own["RAY_REDIS_SERVER_NAME"] == ("redis.example", "annotation ray-ft-webhook.io/redis-server-name")
+    tenant = rows({}, namespace={"ray-ft-webhook.io/redis-ca-configmap": "ca/ca.crt"})
+    assert tenant["RAY_REDIS_CA_CERT"][1] == "annotation ray-ft-webhook.io/redis-ca-configmap on Namespace team"
+    admin = rows({}, Settings(default_redis_client_cert_secret="c", default_redis_server_name="s.example"))
+    assert admin["RAY_REDIS_CLIENT_CERT"] == ("Secret c", "the admin's default --default-redis-client-cert-secret")
+    assert admin["RAY_REDIS_SERVER_NAME"] == ("s.example", "the admin's default --default-redis-server-name")
+
+
+def test_tls_without_any_address_is_not_warned_about() -> None:
+    result = run({"ray-ft-webhook.io/redis-server-name": "redis.example"})
+    assert not any("TLS" in w for w in result.warnings)
+    plain = run({"ray-ft-webhook.io/redis-address": "redis:6379", "ray-ft-webhook.io/redis-server-name": "r.example"})
+    assert "Redis TLS server name not injected: the address is not rediss://, Ray ignores it" in plain.warnings
+
+
+@pytest.mark.parametrize("role", ["head", "redis-cleanup"])
+def test_a_volume_of_ours_already_in_the_pod_is_left_alone_with_a_warning(role: str) -> None:
+    cluster = raycluster(annotations={**FT, **TLS_ADDRESS, "ray-ft-webhook.io/redis-ca-secret": "tls",
+                                      "ray-ft-webhook.io/redis-client-cert-secret": "client"})
+    p = cleanup_pod(cluster) if role == "redis-cleanup" else pod(cluster, role)
+    p["spec"]["volumes"] = [*p["spec"].get("volumes", []), {"name": "ray-ft-webhook-redis-ca", "emptyDir": {}},
+                            {"name": "ray-ft-webhook-redis-client", "emptyDir": {}}]
+    result = render(cluster, p, Settings())
+    assert ("the pod already has volume ray-ft-webhook-redis-ca or path /etc/ray-ft-webhook/redis-ca: Redis CA not "
+            "injected") in result.warnings
+    assert ("the pod already has volume ray-ft-webhook-redis-client or path /etc/ray-ft-webhook/redis-client: Redis "
+            "client certificate not injected") in result.warnings

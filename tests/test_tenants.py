@@ -168,3 +168,11 @@ def test_the_adapter_patches_and_ignores() -> None:
     assert ask(raycluster(annotations={"team": "a"}), {})[1] == "skipped"
     assert ask(raycluster(annotations={"team": "a"}), ON, operation="UPDATE")[1] == "ignored"
     assert ask(raycluster(annotations=FT), ON) == ({"uid": "u1", "allowed": True}, "skipped")
+
+
+def test_ft_default_without_an_address_from_any_source_turns_nothing_on() -> None:
+    from webhook.core.defaulting import Defaulted
+    ns = parse_namespace(namespace({"ray-ft-webhook.io/ft-default": "enabled"}))
+    assert ft_default(parse_raycluster(raycluster()), ns, Settings(), True) == Defaulted(
+        skipped="no Redis address", warning="ray-ft-webhook.io/ft-default of Namespace default: GCS FT not turned "
+                                            "on, no Redis address from any source")

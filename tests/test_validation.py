@@ -12,10 +12,11 @@ from testkit.kuberay_pods import raycluster
 from webhook.admission import review
 from webhook.admission.lookup import StaticLookup
 from webhook.admission.validate import Validation
+from webhook.core.namespace import parse_namespace
 from webhook.core.plan import NO_ADDRESS, plan_cluster
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 from webhook.core.settings import SecretRef, Settings
-from webhook.core.validation import KUBERAY_REFUSES, Verdict, describe, validate
+from webhook.core.validation import KUBERAY_REFUSES, Verdict, describe, shared_storage, validate
 
 FT = {"ray.io/ft-enabled": "true"}
 ADDRESS = {"ray-ft-webhook.io/redis-address": "redis:6379"}
@@ -363,3 +364,99 @@ def test_every_warning_fits_on_a_kubectl_line_for_ordinary_names() -> None:
     ]
     for verdict in verdicts:
         assert verdict.warnings and all(len(w) <= review.MAX_WARNING_LENGTH for w in verdict.warnings), verdict
+
+
+# -- the rest of the rules, exactly ------------------------------------------------------------------------------
+
+def test_embedded_raycluster_keeps_only_what_the_raycluster_inherits() -> None:
+    from webhook.core.validation import embedded_raycluster
+    svc = {"metadata": {"name": "svc", "namespace": "team-a", "annotations": {"a": "b"}, "uid": "u",
+                        "labels": {"l": "v"}}, "spec": {"rayClusterConfig": {"x": 1}}}
+    assert embedded_raycluster("RayService", svc) == {
+        "metadata": {"name": "svc", "namespace": "team-a", "annotations": {"a": "b"}}, "spec": {"x": 1}}
+    assert embedded_raycluster("RayJob", {"spec": {"rayClusterSpec": {"y": 2}}}) == {"metadata": {}, "spec": {"y": 2}}
+    assert embedded_raycluster("RayJob", {"metadata": None, "spec": {"rayClusterSpec": {}}}) == {
+        "metadata": {}, "spec": {}}
+    assert embedded_raycluster("RayService", {"spec": "nope"}) is None
+    assert embedded_raycluster("RayCluster", "nope") is None
+    assert embedded_raycluster("RayService", "nope") is None
+
+
+def test_describe_shows_credentials_by_where_they_come_from() -> None:
+    secret = {"valueFrom": {"secretKeyRef": {"name": "users", "key": "ray"}}}
+    config = {"valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    cluster = facts(options={"redisAddress": "redis:6379", "redisUsername": secret, "redisPassword": config})
+    values = plan_cluster(cluster, Settings()).values
+    assert values is not None
+    rows = {name: (shown, source) for name, shown, source in describe(values)}
+    assert rows["REDIS_USERNAME"] == ("Secret users/ray", "gcsFaultToleranceOptions.redisUsername")
+    assert rows["REDIS_PASSWORD"] == ("valueFrom", "gcsFaultToleranceOptions.redisPassword")
+
+
+def test_two_problems_are_listed_in_one_denial_or_note() -> None:
+    bad = {**FT, "ray-ft-webhook.io/worker-reconnect-timeout-s": "ten",
+           "ray-ft-webhook.io/head-reconnect-timeout-s": "x"}
+    denied = check(facts(annotations=bad)).denied
+    assert denied is not None and denied.startswith("RayCluster default/raycluster-external-redis: annotation ")
+    assert denied.count("; annotation ray-ft-webhook.io/") == 1
+    conflicting = facts(annotations={**FT, "ray.io/external-storage-namespace": "x"}, options={"redisAddress": "r:1"})
+    verdict = check(conflicting, settings=Settings(deny_kuberay_conflicts=True))
+    assert verdict.denied is not None
+    assert verdict.denied.count("; KubeRay conflict: ") == 1
+    old = facts(annotations={**FT, **ADDRESS, **SECRET})
+    new = facts(annotations={**FT, "ray-ft-webhook.io/redis-address": "redis-2:6379",
+                             "ray-ft-webhook.io/redis-password-secret": "other"})
+    assert check(new, old=old).warnings == ("changes RAY_REDIS_ADDRESS, REDIS_PASSWORD: re-create the head pod to "
+                                            "apply (the webhook acts at pod creation)",)
+
+
+def test_an_update_keeping_a_kuberay_conflict_is_not_denied() -> None:
+    conflicting = facts(annotations={**FT}, options={"redisAddress": "redis:6379"})
+    verdict = check(conflicting, old=conflicting, settings=Settings(deny_kuberay_conflicts=True))
+    assert verdict.denied is None and KUBERAY_REFUSES in verdict.warnings
+
+
+def test_a_cluster_without_a_redis_address_shares_nothing() -> None:
+    assert check(facts(annotations=FT), others=(other("b", "uid-b", {**FT, **ADDRESS}),)).warnings == (NO_ADDRESS,)
+    assert shared_storage(facts(annotations=FT), plan_cluster(facts(annotations=FT), Settings()),
+                          [other("b", "uid-b", {**FT, **ADDRESS})], Settings()) is None
+
+
+def test_shared_storage_names_every_other_cluster_with_a_long_namespace_cut() -> None:
+    long = {**PINNED, "ray.io/external-storage-namespace": "n" * 25}
+    mine = facts(annotations=long)
+    found = shared_storage(mine, plan_cluster(mine, Settings()),
+                           [other("b", "uid-b", long), other("a", "uid-a", long)], Settings())
+    assert found == (f"GCS state at risk: same Redis storage namespace {'n' * 24!r}... as RayCluster "
+                     "default/a, default/b")
+
+
+def test_a_creator_pinning_through_its_options_is_warned_with_the_namespace_cut() -> None:
+    verdict = check(facts(uid="", options={"redisAddress": "redis:6379", "externalStorageNamespace": "s" * 17}),
+                    kind="RayService")
+    assert verdict.warnings == (f"pinned storage namespace {'s' * 16!r}...: on upgrade the old RayCluster's Redis "
+                                "cleanup wipes the new one's GCS state",)
+
+
+TENANT = parse_namespace({"metadata": {"name": "default", "annotations": {
+    "ray-ft-webhook.io/redis-address": "tenant-redis:6379", "ray-ft-webhook.io/redis-password-secret": "pw"}}})
+
+
+def test_the_namespaces_defaults_count_for_the_new_and_the_old_object() -> None:
+    new = facts(annotations={**FT, "team": "a"})
+    assert validate("RayCluster", new, None, (), Settings(), TENANT) == Verdict()
+    assert validate("RayCluster", new, facts(annotations=FT), (), Settings(), TENANT) == Verdict()
+
+
+def test_the_namespaces_defaults_count_for_the_other_clusters() -> None:
+    pinned = {**FT, "ray.io/external-storage-namespace": "shared"}
+    new, old, b = facts(annotations={**pinned, "x": "y"}), facts(annotations=pinned), other("b", "uid-b", pinned)
+    tenant_of = {"default": TENANT}.get
+    shared = "GCS state at risk: same Redis storage namespace 'shared' as RayCluster default/b"
+    settings = Settings(deny_shared_storage_namespace=True)
+    # An update that keeps the namespace it had: a warning, not a denial.
+    assert validate("RayCluster", new, old, (b,), settings, TENANT, tenant_of) == Verdict(warnings=(shared,))
+    created = validate("RayCluster", new, None, (b,), settings, TENANT, tenant_of)
+    assert created.denied == ("RayCluster default/raycluster-external-redis: storage namespace 'shared' in Redis "
+                              "'tenant-redis:6379' is also used by RayCluster default/b: two clusters overwrite "
+                              "each other's GCS state")

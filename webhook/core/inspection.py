@@ -31,7 +31,6 @@ from webhook.core.plan import (
     ENV_REDIS_PASSWORD,
     ENV_REDIS_USERNAME,
     ENV_STORAGE_NAMESPACE,
-    Deny,
     EnvVar,
     Plan,
     Values,
@@ -121,7 +120,7 @@ class ClusterReport:
 
 def _why_on(c: ClusterFacts) -> str:
     fields = []
-    if (c.ft_annotation or "").lower() == "true":
+    if c.ft_annotation is not None and c.ft_annotation.lower() == "true":
         fields.append(f"annotation {ann.RAY_FT_ENABLED}={c.ft_annotation}")
     if c.options is not None:
         fields.append("spec.gcsFaultToleranceOptions")
@@ -186,8 +185,7 @@ def pick_head(c: ClusterFacts, pods: Iterable[Mapping[str, Any]]) -> Mapping[str
 
 
 def _pod_name(pod: Mapping[str, Any]) -> str | None:
-    metadata = pod.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    name = pod["metadata"].get("name")  # `pick_head` chose it: its metadata is an object
     return name if isinstance(name, str) else None
 
 
@@ -243,12 +241,12 @@ def _stale(c: ClusterFacts, pod: Mapping[str, Any], facts: PodFacts, s: Settings
     injected = set(_injected(facts))
     env_names = {name for name in injected if name in facts.env_names}
     annotation_keys = {key for key in injected if key in (facts.annotations or {})}
-    if not env_names and not annotation_keys:
-        return ()
+    # The pod as it was before: `_without` keeps the labels that make it a Ray pod, and the cluster's plan is
+    # not denied (`_head` is called for FT on only), so the decision is a Plan.
     before = read_ray_pod(_without(pod, env_names, annotation_keys), facts.owner.namespace)
-    decision = decide(c, before, s, ns) if before is not None else None
-    if not isinstance(decision, Plan):
-        return ()
+    assert before is not None
+    decision = decide(c, before, s, ns)
+    assert isinstance(decision, Plan)
     planned = _planned_env(decision)
     planned_annotations = dict(decision.annotations)
     out = []
@@ -288,8 +286,7 @@ def _head(c: ClusterFacts, pod: Mapping[str, Any] | None, s: Settings, ft_on: bo
             return HeadReport(Head.STALE, name, stale=stale)
         return HeadReport(Head.NOT_APPLICABLE, name)
     decision = decide(c, facts, s, ns)
-    if isinstance(decision, Deny):  # not reached: a denied cluster is not FT on
-        return HeadReport(Head.UNREADABLE, name, detail=decision.message)
+    assert isinstance(decision, Plan)  # a denied cluster is not FT on
     if not decision.is_empty:
         return HeadReport(Head.MISSING, name, missing=decision.injected_names)
     stale = _stale(c, pod, facts, s, ns)

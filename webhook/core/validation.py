@@ -31,6 +31,7 @@ from webhook.core.plan import (
     ENV_STORAGE_NAMESPACE,
     WORKER_TIMEOUT,
     ClusterPlan,
+    EnvVar,
     Values,
     cluster_findings,
     kuberay_conflicts,
@@ -174,7 +175,8 @@ def validate(kind: str, new: ClusterFacts, old: ClusterFacts | None, others: Ite
         if sharing:
             moved = old is None or storage_key(plan_cluster(old, s, ns=ns), old.namespace) != key
             if s.deny_shared_storage_namespace and moved and not new.deleting:
-                address = (cp.values.redis_address if cp.values is not None else None) or ""
+                assert cp.values is not None and cp.values.redis_address is not None  # `key` is not None
+                address = cp.values.redis_address
                 return Verdict(denied=f"{where}: storage namespace {quote(key[1])} in Redis {quote(address)} is "
                                       f"also used by RayCluster {sharing}: two clusters overwrite each other's "
                                       "GCS state")
@@ -189,32 +191,30 @@ def describe(v: Values) -> tuple[tuple[str, str, str], ...]:
     """(name, value as shown, source) of each resolved value, for Events and `check`. A password is shown as
     where it comes from (a Secret's name and key), never as itself."""
     rows: list[tuple[str, str, str]] = []
+    # `_resolve` names the source of every value it sets.
     for name, env in ((ENV_STORAGE_NAMESPACE, v.storage_namespace), (ENV_REDIS_ADDRESS, v.redis_address)):
         if env is not None:
-            rows.append((name, env, v.sources.get(name, "")))
+            rows.append((name, env, v.sources[name]))
     if v.redis_username is not None:
-        rows.append((ENV_REDIS_USERNAME, _credential(v.redis_username.value, v.redis_username.value_from, True),
-                     v.sources.get(ENV_REDIS_USERNAME, "")))
+        rows.append((ENV_REDIS_USERNAME, _credential(v.redis_username, True), v.sources[ENV_REDIS_USERNAME]))
     if v.redis_password is not None:
-        rows.append((ENV_REDIS_PASSWORD, _credential(v.redis_password.value, v.redis_password.value_from, False),
-                     v.sources.get(ENV_REDIS_PASSWORD, "")))
+        rows.append((ENV_REDIS_PASSWORD, _credential(v.redis_password, False), v.sources[ENV_REDIS_PASSWORD]))
     for name, shown in ((ENV_REDIS_CA_CERT, v.redis_ca and str(v.redis_ca)),
                         (ENV_REDIS_CLIENT_CERT, v.redis_client_cert_secret and f"Secret {v.redis_client_cert_secret}"),
                         (ENV_REDIS_SERVER_NAME, v.redis_server_name)):
         if shown:
-            rows.append((name, shown, v.sources.get(name, "")))
+            rows.append((name, shown, v.sources[name]))
     if v.head_timeout_s is not None:
-        rows.append((f"{ENV_RECONNECT_TIMEOUT} (head)", str(v.head_timeout_s),
-                     v.sources.get(ENV_RECONNECT_TIMEOUT, "")))
-    rows.append((f"{ENV_RECONNECT_TIMEOUT} (workers)", str(v.worker_timeout_s), v.sources.get(WORKER_TIMEOUT, "")))
+        rows.append((f"{ENV_RECONNECT_TIMEOUT} (head)", str(v.head_timeout_s), v.sources[ENV_RECONNECT_TIMEOUT]))
+    rows.append((f"{ENV_RECONNECT_TIMEOUT} (workers)", str(v.worker_timeout_s), v.sources[WORKER_TIMEOUT]))
     return tuple(rows)
 
 
-def _credential(value: str, value_from: Mapping[str, Any] | None, show_value: bool) -> str:
-    ref = value_from.get("secretKeyRef") if value_from is not None else None
+def _credential(e: EnvVar, show_value: bool) -> str:
+    ref = e.value_from.get("secretKeyRef") if e.value_from is not None else None
     if isinstance(ref, Mapping):
         return f"Secret {ref.get('name')}/{ref.get('key')}"
-    if value_from is not None:
+    if e.value_from is not None:
         return "valueFrom"
-    return value if show_value else "(plain text)"
+    return e.value if show_value else "(plain text)"
 
