@@ -319,3 +319,15 @@ def test_no_event_without_values_whatever_the_plan() -> None:
     from webhook.core.events import head_event
     from webhook.core.plan import EnvVar, Plan
     assert head_event(Plan(env=(EnvVar("X", "1"),)), None) is None
+
+
+def test_a_cluster_without_a_uid_names_the_owners_uid_as_the_storage_namespace() -> None:
+    """A RayCluster read from a file has no uid: the pod's owner reference gives it, in the Event as in the patch."""
+    cluster = raycluster(annotations={**FT, **ADDRESS})
+    p = pod(cluster, "head")
+    del cluster["metadata"]["uid"]
+    facts = read_ray_pod(p, "default")
+    assert facts is not None and facts.owner.uid
+    event = mutate(parse_raycluster(cluster), facts, Settings()).event
+    assert event is not None
+    assert f"RAY_external_storage_namespace={facts.owner.uid} (the RayCluster's uid)" in event.note

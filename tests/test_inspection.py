@@ -525,3 +525,15 @@ def test_an_injected_entry_without_a_value_is_shown_empty() -> None:
     s = Settings(default_redis_address="redis.admin:6379", head_reconnect_timeout_s=30)
     head = _tamper(admitted(rc, s), "RAY_gcs_rpc_server_reconnect_timeout_s", {})
     assert check(rc, [head], s).head.stale == ("RAY_gcs_rpc_server_reconnect_timeout_s: the head has '', now '30'",)
+
+
+def test_a_username_resting_on_the_templates_own_password_is_not_stale() -> None:
+    """Only the webhook's own entries are taken off the head before it is judged again: the template's
+    REDIS_PASSWORD stays, so the injected username still has its password."""
+    secret = {"secretKeyRef": {"name": "own", "key": "pw"}}
+    rc = raycluster(annotations={**FT_ON, "ray-ft-webhook.io/redis-username": "ray"},
+                    head_env=[{"name": "REDIS_PASSWORD", "valueFrom": secret}])
+    settings = Settings(default_redis_address="redis.admin:6379")
+    head = admitted(rc, settings)
+    assert "REDIS_USERNAME" in head["metadata"]["annotations"]["ray-ft-webhook.io/injected"]
+    assert check(rc, [head], settings).head.status == Head.CARRIES

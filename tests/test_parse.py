@@ -3,17 +3,27 @@ the boundaries of the small parsers (Secret references, timeouts, Redis addresse
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from testkit.kuberay_pods import QUICKSTART_UID, cleanup_line, pod, raycluster
 from webhook.core import cleanup, raystart
+from webhook.core.namespace import FTDefault, NamespaceFacts, parse_namespace
 from webhook.core.patches import escape
 from webhook.core.pod import InvalidPod, Owner, read_ray_pod
-from webhook.core.raycluster import parse_raycluster
-from webhook.core.redis_address import parse_redis_address, redacted
-from webhook.core.settings import MAX_POSITIVE_INT, SecretRef, parse_positive_int, quote
+from webhook.core.raycluster import OurAnnotations, parse_raycluster
+from webhook.core.redis_address import canonical_redis_address, parse_redis_address, redacted
+from webhook.core.settings import (
+    MAX_POSITIVE_INT,
+    CARef,
+    SecretRef,
+    parse_object_name,
+    parse_positive_int,
+    parse_server_name,
+    quote,
+)
 
 HEAD = "spec.headGroupSpec"
 CONTAINER = f"{HEAD}.template.spec.containers[0]"
@@ -84,6 +94,19 @@ RAYCLUSTER_ERRORS = {
         "valueFrom": {"a": list(range(998))}}}}}, []),
     "value-from-list": ({"spec": {"gcsFaultToleranceOptions": {"redisUsername": {"valueFrom": [1]}}}},
                         [f"{OPTIONS}.redisUsername.valueFrom: expected an object, got list"]),
+    "worker-groups": ({"spec": {"workerGroupSpecs": "x"}}, ["spec.workerGroupSpecs: expected a list, got str"]),
+    "worker-group": ({"spec": {"workerGroupSpecs": [3]}}, ["spec.workerGroupSpecs[0]: expected an object, got int"]),
+    "worker-group-env": ({"spec": {"workerGroupSpecs": [
+        {"groupName": "g", "template": {"spec": {"containers": [{"env": {"a": 1}}]}}}]}},
+        ["spec.workerGroupSpecs[0].template.spec.containers[0].env: expected a list, got dict"]),
+    "worker-group-name": ({"spec": {"workerGroupSpecs": [{"groupName": 7}]}},
+                          ["spec.workerGroupSpecs[0].groupName: expected a string, got int"]),
+    "tls-annotations": ({"metadata": {"annotations": {
+        "ray-ft-webhook.io/redis-ca-configmap": "a/b/c", "ray-ft-webhook.io/redis-client-cert-secret": "A",
+        "ray-ft-webhook.io/redis-server-name": "a b"}}},
+        ["annotation ray-ft-webhook.io/redis-ca-configmap: 'a/b/c' is not NAME or NAME/KEY of a ConfigMap",
+         "annotation ray-ft-webhook.io/redis-client-cert-secret: 'A' is not the NAME of a Secret",
+         "annotation ray-ft-webhook.io/redis-server-name: 'a b' is not a host name"]),
 }
 
 
@@ -297,3 +320,106 @@ def test_cleanup_username_on_kuberays_line() -> None:
     line = cleanup_line()
     assert cleanup.add_username(line).count("username=") == 1 and cleanup.add_username(line).startswith(line[:40])
     assert cleanup.add_username(cleanup_line(username=True)) == cleanup_line(username=True)
+
+
+def test_worker_timeouts_per_group() -> None:
+    groups = [{"groupName": name, "template": {"spec": {"containers": [{"env": env}]}}} for name, env in (
+        ("plain", []), ("own", [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "30"}]),
+        ("secret", [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "valueFrom": {"configMapKeyRef": {}}}]))]
+    facts = parse_raycluster({"spec": {"workerGroupSpecs": groups}})
+    assert facts.worker_timeouts == (("plain", None), ("own", "30")) and facts.errors == ()
+
+
+@pytest.mark.parametrize(("refs", "kind"), [
+    ([{"kind": "RayJob", "controller": True}], "RayJob"),
+    ([{"kind": "RayJob", "controller": False}], None),
+    ([{"kind": "RayJob"}], None),
+    (["RayJob", {"kind": "RayService", "controller": True}], "RayService"),
+    ([{"kind": 5, "controller": True}, {"kind": "RayService", "controller": True}], "RayService"),
+    ("not-a-list", None),
+])
+def test_controller_kind(refs: Any, kind: str | None) -> None:
+    assert parse_raycluster({"metadata": {"ownerReferences": refs}}).owner_kind == kind
+
+
+NAMESPACES = {
+    "not-an-object": ([], NamespaceFacts("")),
+    "metadata": ({"metadata": []}, NamespaceFacts("")),
+    "annotations": ({"metadata": {"name": "a", "annotations": []}}, NamespaceFacts("a")),
+    "name": ({"metadata": {"name": 3}}, NamespaceFacts("")),
+    "ft-default-any-case": ({"metadata": {"name": "a", "annotations": {"ray-ft-webhook.io/ft-default": " Enabled "}}},
+                            NamespaceFacts("a", ft_default=FTDefault.ENABLED)),
+    "ft-default-not-a-string": ({"metadata": {"name": "a", "annotations": {"ray-ft-webhook.io/ft-default": 1}}},
+                                NamespaceFacts("a", errors=('annotation ray-ft-webhook.io/ft-default: \'1\' is not '
+                                                            '"disabled", "enabled", "enabled-including-rayjobs"',))),
+    "ours": ({"metadata": {"name": "a", "annotations": {"ray-ft-webhook.io/ft-default": "disabled",
+                                                       "ray-ft-webhook.io/redis-address": "r:1"}}},
+             NamespaceFacts("a", ours=OurAnnotations(redis_address="r:1"))),
+}
+
+
+@pytest.mark.parametrize("obj, facts", NAMESPACES.values(), ids=NAMESPACES.keys())
+def test_namespace(obj: Any, facts: NamespaceFacts) -> None:
+    """ft-default is a key of the Namespace's (not reported as unknown there); a wrong shape gives no defaults."""
+    assert parse_namespace(obj) == facts
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("redis.example", True), ("X.example", True), ("a" * 253, True), ("a" * 254, False), ("", False), (" ", False),
+    ("a:1", False), ("a/b", False), ("u@a", False), ("a b", False), ("réd", False),
+])
+def test_server_name(text: str, ok: bool) -> None:
+    if ok:
+        assert parse_server_name(text) == text
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(quote(text))} is not a host name$"):
+            parse_server_name(text)
+
+
+def test_object_name_and_ca_messages() -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_object_name("A")
+    assert str(raised.value) == "'A' is not an object name (lower-case letters, digits, '-' and '.')"
+    with pytest.raises(ValueError) as raised:
+        CARef.parse("ConfigMap", "a/b/c")
+    assert str(raised.value) == "'a/b/c' is not NAME or NAME/KEY (a ConfigMap name and an optional key)"
+
+
+@pytest.mark.parametrize(("address", "namespace", "canonical"), [
+    ("redis:6379", "team-a", "redis.team-a.svc:6379"),
+    ("REDISS://Redis:6380", "team-a", "redis.team-a.svc:6380"),
+    ("redis.team-a.svc.cluster.local:6379", "x", "redis.team-a.svc:6379"),
+    ("rediss://b.example:1, a.example:2", "x", "a.example:2,b.example:1"),
+    ("[::1]:6379", "x", "[::1]:6379"),
+])
+def test_canonical_redis_address(address: str, namespace: str, canonical: str) -> None:
+    assert canonical_redis_address(address, namespace) == canonical
+
+
+@pytest.mark.parametrize(("volumes", "mounts", "message"), [
+    ("x", None, "spec.volumes is not a list of objects with a name"),
+    (["x"], None, "spec.volumes is not a list of objects with a name"),
+    ([{"name": 1}], None, "spec.volumes is not a list of objects with a name"),
+    (None, "x", "spec.containers[0].volumeMounts is not a list of objects with a name and a mountPath"),
+    (None, [{"name": "a"}], "spec.containers[0].volumeMounts is not a list of objects with a name and a mountPath"),
+    (None, [{"mountPath": "/a"}], "spec.containers[0].volumeMounts is not a list of objects with a name and a "
+                                  "mountPath"),
+    (None, ["x"], "spec.containers[0].volumeMounts is not a list of objects with a name and a mountPath"),
+])
+def test_volumes_and_mounts_are_read_safely(volumes: Any, mounts: Any, message: str) -> None:
+    p = ray_pod()
+    if volumes is not None:
+        p["spec"]["volumes"] = volumes
+    if mounts is not None:
+        p["spec"]["containers"][0]["volumeMounts"] = mounts
+    with pytest.raises(InvalidPod) as raised:
+        read_ray_pod(p, "default")
+    assert str(raised.value) == message
+
+
+def test_volumes_and_mounts() -> None:
+    p = ray_pod()
+    p["spec"]["volumes"] = [{"name": "a", "emptyDir": {}}, {"name": "b"}]
+    p["spec"]["containers"][0]["volumeMounts"] = [{"name": "a", "mountPath": "/a"}]
+    facts = read_ray_pod(p, "default")
+    assert facts is not None and facts.volumes == frozenset({"a", "b"}) and facts.mounts == (("a", "/a"),)

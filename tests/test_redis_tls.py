@@ -73,6 +73,7 @@ def test_the_cleanup_pod_gets_the_same_files() -> None:
                   "ray-ft-webhook.io/redis-client-cert-secret": "ray-client"}, role="redis-cleanup")
     assert env(result)["RAY_REDIS_CA_CERT"] == CA and "RAY_REDIS_CLIENT_KEY" in env(result)
     assert set(volumes(result)) >= {"ray-ft-webhook-redis-ca", "ray-ft-webhook-redis-client"}
+    assert set(mounts(result)) == {"ray-ft-webhook-redis-ca", "ray-ft-webhook-redis-client"}
 
 
 def test_workers_get_nothing_of_it() -> None:

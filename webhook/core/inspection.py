@@ -138,7 +138,7 @@ def _template_value(c: ClusterFacts, name: str) -> str:
         return "(set)"
     if name == ENV_REDIS_PASSWORD:
         return "(plain text)" if literal else "(empty)"
-    return redacted(literal) if name == ENV_REDIS_ADDRESS else literal
+    return redacted(literal)  # an address may hold a password; no other value shown here has an `@`
 
 
 def _values(c: ClusterFacts, v: Values) -> tuple[tuple[str, str, str], ...]:

@@ -183,7 +183,8 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
         return None
     annotations = _annotations(metadata)
     spec = pod.get("spec")
-    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    spec = spec if isinstance(spec, Mapping) else {}
+    containers = spec.get("containers")
     if not isinstance(containers, list) or not containers or not isinstance(containers[0], Mapping):
         raise InvalidPod("spec.containers[0] (the Ray container) is missing")
     container = containers[0]
@@ -199,6 +200,6 @@ def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
         args0=args0,
         gen_cmd_index=gen_index,
         gen_cmd=env[gen_index]["value"] if env is not None and gen_index is not None else None,
-        volumes=_volumes(spec) if isinstance(spec, Mapping) else None,
+        volumes=_volumes(spec),
         mounts=_mounts(container),
     )
