@@ -181,7 +181,12 @@ def test_short_worker_timeout_gives_up(tier: Tier, clusters: list[Cluster], note
     gave_up = cluster.worker.wait_exit(SHORT_WORKER_TIMEOUT_S + 90)
     waited = time.monotonic() - t0
     assert gave_up, f"the worker was still up {waited:.0f}s into the outage\n{cluster.diagnostics()}"
-    assert SHORT_WORKER_TIMEOUT_S <= waited < 60, f"the worker ended {waited:.1f}s after the kill"
+    assert waited >= SHORT_WORKER_TIMEOUT_S, f"the worker ended {waited:.1f}s after the kill, before its timeout"
+    # Ray's own words that the injected timeout is the one it used, not its default 60 s (rpc_client.h logs it
+    # when it gives up): no clock stands in for that.
+    gave_up_line = f"Failed to connect to GCS within {SHORT_WORKER_TIMEOUT_S} seconds"
+    assert gave_up_line in cluster.worker.ray_log("raylet.out"), \
+        f"no {gave_up_line!r} in the worker's raylet.out\n{cluster.diagnostics()}"
 
     cluster.restart_head()
     settled = ok(cluster, cluster.run_driver(INCREMENT_UNTIL_SETTLED), "calls after the restart")
