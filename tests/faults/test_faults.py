@@ -408,7 +408,8 @@ def test_sigkill_failure_policy_fail(admin: client.ApiClient, webhook_identity: 
     after = [r for r in results if r.start > t_ready]
     assert after and all(r.kind == OK for r in after), details(after, FAILED, UNAVAILABLE)
     first_ok = first(results, OK, t_restart)
-    assert first_ok is not None and first_ok.end - t_restart < 30, "creation recovered within 30 s of the restart"
+    # How soon is a figure for docs/reliability.md, not a test: the restart's readiness is bounded by start_webhook.
+    assert first_ok is not None, "no pod creation succeeded after the restart"
     s["kinds"].pop(OK, None)
     figures.append({"scenario": "4a. webhook SIGKILLed, failurePolicy Fail", **s,
                     "other": f"{len(failed)} refused while down",
