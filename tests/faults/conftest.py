@@ -8,7 +8,7 @@ FAULTS_SCALE (default 1) multiplies every phase's duration and FAULTS_RATE (defa
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -118,17 +118,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"- {row['scenario']}: {row['notes']}")
 
 
-@pytest.fixture(autouse=True)
-def _print_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and "controlplane" in request.fixturenames:
-        cp: ControlPlane = request.getfixturevalue("controlplane")
-        print(f"\n--- control plane logs ---\n{cp.logs(tail_lines=60)}")
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
+# The control plane's logs printed when a test fails: the same autouse fixture and report hook as e2e's.
+_print_logs_on_failure = e2e._print_logs_on_failure
+pytest_runtest_makereport = e2e.pytest_runtest_makereport

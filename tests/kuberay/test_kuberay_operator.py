@@ -29,6 +29,7 @@ from testkit.kuberay import (
     INJECTED,
     Observer,
     args0,
+    complete_cleanup,
     describe_env,
     env_list,
     env_map,
@@ -373,31 +374,7 @@ def test_redis_cleanup_pods_get_what_the_head_got(
     # its finalizer and the RayCluster is gone.
     began = time.monotonic()
     for name in clusters.values():
-        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
-        (pod_obj,) = core.list_namespaced_pod(namespace, label_selector=selector).items
-        container = pod_obj.spec.containers[0]
-        core.patch_namespaced_pod_status(pod_obj.metadata.name, namespace, {"status": {
-            "phase": "Succeeded",
-            "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
-                                   "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
-        }})
-
-    def gone(name: str) -> bool:
-        return not custom.list_namespaced_custom_object(
-            "ray.io", "v1", namespace, "rayclusters", field_selector=f"metadata.name={name}")["items"]
-
-    for name in clusters.values():
-        selector = f"ray.io/cluster={name},ray.io/node-type=redis-cleanup"
-        # The Job belongs to the RayCluster: once KubeRay has seen it Complete and removed its finalizer, the
-        # garbage collector deletes it with the RayCluster, possibly before this loop gets to it. Then KubeRay's
-        # log line below (written only for a Complete Job) is the proof.
-        wait_for(f"the Job controller to complete the cleanup Job of {name}",
-                 lambda s=selector, n=name: any(c.type == "Complete" and c.status == "True"
-                                                for j in batch.list_namespaced_job(namespace, label_selector=s).items
-                                                for c in j.status.conditions or ()) or gone(n),
-                 timeout=60, interval=0.5)
-        wait_for(f"KubeRay to remove its finalizer and RayCluster {name} to be gone", lambda n=name: gone(n),
-                 timeout=60, interval=0.5)
+        complete_cleanup(api, namespace, name)
     # KubeRay's own words for it, written when it sees the Job Complete (v1.2.2 names the Job inside the sentence).
     log = kuberay.operator.log_path.read_text(errors="replace")
     for name in clusters.values():

@@ -62,6 +62,7 @@ class _ListWatch:
 
     kind = "object"
     resource = "objects"
+    _api: Any  # the subclass's kubernetes API object
 
     def __init__(self, scopes: tuple[str | None, ...], timeout_s: float,
                  on_get: Callable[[str], None] | None = None) -> None:
@@ -85,6 +86,11 @@ class _ListWatch:
 
     def _in_scope(self, key: Any, scope: str | None) -> bool:
         return scope is None
+
+    def _plain(self, obj: Any) -> Any:
+        """A model of the kubernetes client (a core API list or object) as the plain dict the parsers read; the
+        custom objects API and watch events (`raw_object`) give dicts already."""
+        return obj if isinstance(obj, Mapping) else self._api.api_client.sanitize_for_serialization(obj)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -130,7 +136,7 @@ class _ListWatch:
             kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": (5, 60)}
             if token:
                 kwargs["_continue"] = token
-            result = cast(dict[str, Any], _plain(func(*args, **kwargs)))
+            result = cast(dict[str, Any], self._plain(func(*args, **kwargs)))
             for obj in result.get("items") or []:
                 key, facts = self._parse(obj)
                 fresh[key] = facts
@@ -158,7 +164,7 @@ class _ListWatch:
                     for event in w.stream(func, *args, resource_version=version, timeout_seconds=_WATCH_SECONDS,
                                           allow_watch_bookmarks=True, _request_timeout=(5, _WATCH_SECONDS + 30)):
                         if event["type"] != "BOOKMARK":
-                            self.apply(event["type"], _plain(event["raw_object"]))
+                            self.apply(event["type"], event["raw_object"])
                         if self._stop.is_set():
                             w.stop()
                     version = w.resource_version or version
@@ -178,15 +184,6 @@ class _ListWatch:
         log.warning(f"{self.kind} {phase} failed, retrying", extra={
             "scope": scope or "*", "reason": _describe(exc, resource=self.resource), "retry_in_s": backoff})
         self._stop.wait(backoff)
-
-
-def _plain(obj: Any) -> Any:
-    """A model of the kubernetes client (core API lists and watch events) as the plain dict the parsers read."""
-    if isinstance(obj, Mapping):
-        return obj
-    from kubernetes.client import ApiClient
-
-    return ApiClient().sanitize_for_serialization(obj)
 
 
 class WatchCache(_ListWatch):
@@ -289,7 +286,7 @@ class NamespaceCache(_ListWatch):
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read Namespace {name}: {reason}") from None
         self._on_get("found")
-        facts = parse_namespace(_plain(obj))
+        facts = parse_namespace(self._plain(obj))
         with self._lock:
             self._namespaces.setdefault(name, facts)
         return facts

@@ -8,7 +8,7 @@ from webhook.core.events import EventFacts, denied_event, head_event
 from webhook.core.namespace import NamespaceFacts
 from webhook.core.outcome import Outcome
 from webhook.core.patches import Op, build_ops
-from webhook.core.plan import Deny, decide, plan_cluster
+from webhook.core.plan import Deny, decide_in, plan_cluster
 from webhook.core.pod import PodFacts
 from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import Settings
@@ -38,10 +38,12 @@ class Mutation:
 def mutate(cluster: ClusterFacts, pod: PodFacts, settings: Settings,
            namespace: NamespaceFacts | None = None) -> Mutation:
     """Decide for `pod` (of `cluster`, in `namespace`, whose defaults apply) and build its patch."""
-    decision = decide(cluster, pod, settings, namespace)
+    # One cluster plan for the pod's decision and, on a head, its Event's sources.
+    cp = plan_cluster(cluster, settings, pod.owner.uid, namespace)
+    decision = decide_in(cp, cluster, pod)
     head = pod.role == "head"
     if isinstance(decision, Deny):
         return Mutation(denied=decision.message, event=denied_event(decision.message) if head else None)
-    event = head_event(decision, plan_cluster(cluster, settings, pod.owner.uid, namespace).values) if head else None
+    event = head_event(decision, cp.values) if head else None
     return Mutation(ops=tuple(build_ops(pod, decision)), warnings=decision.warnings, skipped=decision.skipped,
                     event=event)

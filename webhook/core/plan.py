@@ -616,7 +616,11 @@ def _cluster_findings(c: ClusterFacts, cp: ClusterPlan) -> _Findings:
 
 def decide(c: ClusterFacts, pod: PodFacts, s: Settings, ns: NamespaceFacts | None = None) -> Decision:
     """What to inject into `pod` of RayCluster `c` in Namespace `ns` under the admin's settings `s`."""
-    cp = plan_cluster(c, s, pod.owner.uid, ns)
+    return decide_in(plan_cluster(c, s, pod.owner.uid, ns), c, pod)
+
+
+def decide_in(cp: ClusterPlan, c: ClusterFacts, pod: PodFacts) -> Decision:
+    """`decide` from the cluster plan `cp` already made for `pod` (`plan_cluster(c, s, pod.owner.uid, ns)`)."""
     if cp.denied is not None:
         return Deny(f"RayCluster {c.namespace}/{c.name}: {cp.denied}")
     if cp.values is None:
