@@ -309,17 +309,19 @@ def workers_section(bench: Bench, clusters: Path, bodies: Path) -> None:
 
 
 def profile_section(bench: Bench, server: Server, bodies: Path) -> None:
-    """py-spy under the closed-loop load: the functions with the most samples (own and inclusive)."""
-    raw = bench.work / "profile.txt"
+    """py-spy under the closed-loop load: the functions with the most samples (own and inclusive), from the
+    collapsed stacks in build/bench/profile.txt (a flame graph as text); a second load run records profile.svg."""
+    raw = OUT / "profile.txt"
     with running(server, bench.ca):
         assert server.proc is not None
-        spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.proc.pid),
-                                "--rate", "250", "--format", "raw", "--output", str(raw),
-                                "--duration", str(int(bench.duration_s)), "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1)
-        result = bench.load(server, bodies, "max", duration_s=bench.duration_s - 2)
-        spy.wait(bench.duration_s + 30)
+        for fmt, output in (("flamegraph", OUT / "profile.svg"), ("raw", raw)):
+            spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.proc.pid),
+                                    "--rate", "250", "--format", fmt, "--output", str(output),
+                                    "--duration", str(int(bench.duration_s)), "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(1)
+            result = bench.load(server, bodies, "max", duration_s=bench.duration_s - 2)
+            spy.wait(bench.duration_s + 30)
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0

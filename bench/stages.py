@@ -81,9 +81,9 @@ def main() -> None:
         return lambda: loop.run_until_complete(all_bodies())
 
     def observe() -> None:
-        metrics.in_flight.inc()
-        metrics.in_flight.dec()
-        metrics.admissions.labels("patched").inc()
+        metrics.in_flight.up()
+        metrics.in_flight.down()
+        metrics.admissions.add("patched")
         metrics.latency.observe(0.001)
 
     def each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:

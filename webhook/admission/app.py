@@ -25,7 +25,7 @@ from webhook.admission.defaults import Defaulting
 from webhook.admission.handler import Admission
 from webhook.admission.limits import MAX_BODY_BYTES, Limits
 from webhook.admission.lookup import RayClusterLookup
-from webhook.admission.metrics import CONTENT_TYPE, Metrics
+from webhook.admission.metrics import CONTENT_TYPE, Metrics, Tally
 from webhook.admission.recorder import EventRecorder
 from webhook.admission.validate import Validation
 from webhook.core.outcome import Outcome
@@ -142,21 +142,13 @@ class AdmissionRoute:
     """One admission path (`POST /mutate`, `POST /validate`) as a raw ASGI app: body -> review -> `answer` ->
     bytes, counted by outcome in `outcomes` (and timed in the latency histogram when `timed`)."""
 
-    def __init__(self, answer: Answer, outcomes: Any, metrics: Metrics, budget: BodyBudget, timed: bool) -> None:
+    def __init__(self, answer: Answer, outcomes: Tally, metrics: Metrics, budget: BodyBudget, timed: bool) -> None:
         self.answer, self.outcomes, self.metrics, self.budget, self.timed = answer, outcomes, metrics, budget, timed
-        # Labelled children looked up once, not per request (each `labels()` takes a lock and hashes).
-        self._outcomes: dict[Outcome, Any] = {}
         self._over_budget = metrics.connections_refused.labels("body_budget")
-
-    def _count(self, outcome: Outcome) -> None:
-        child = self._outcomes.get(outcome)
-        if child is None:
-            child = self._outcomes[outcome] = self.outcomes.labels(outcome)
-        child.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight.up()
         outcome = Outcome.BAD_REQUEST
         held = _Held()
         try:
@@ -176,8 +168,8 @@ class AdmissionRoute:
             await _respond(send, 200, review.encode(response))
         finally:
             self.budget.give(held.size)
-            self.metrics.in_flight.dec()
-            self._count(outcome)
+            self.metrics.in_flight.down()
+            self.outcomes.add(outcome)
             if self.timed:
                 self.metrics.latency.observe(time.perf_counter() - started)
 

@@ -12,13 +12,15 @@ import logging
 from typing import Any
 
 from webhook.admission import review
+from webhook.admission.decisions import Decision, Decisions, labelled_ray_pod
 from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
 from webhook.core.events import INCOMPLETE
-from webhook.core.mutation import mutate
+from webhook.core.mutation import Mutation, mutate
 from webhook.core.outcome import Outcome
 from webhook.core.pod import InvalidPod, read_ray_pod
+from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import LookupFailure, Settings
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,19 @@ class Admission:
     def __init__(self, lookup: RayClusterLookup, settings: Settings, metrics: Metrics,
                  recorder: EventRecorder | None = None) -> None:
         self.lookup, self.settings, self.metrics, self.recorder = lookup, settings, metrics, recorder
-        # Both series exist from the start (a miss count of 0 is information), looked up once.
-        self._hit, self._miss = metrics.cache.labels("hit"), metrics.cache.labels("miss")
+        self.decisions = Decisions()
 
     async def answer(self, req: review.AdmissionRequest) -> tuple[dict[str, Any], Outcome]:
         """The AdmissionReview response for `req`, and an outcome label."""
         if req.operation != "CREATE" or req.group != "" or req.kind != "Pod":
             return review.allowed(req.uid), Outcome.IGNORED
+        key = self.decisions.key(req.object, req.namespace) if labelled_ray_pod(req.object) else None
+        if key is not None:
+            kept = self.decisions.recall(key, self.lookup, self.settings)
+            self.metrics.decisions.add("miss" if kept is None else "hit")
+            if kept is not None:
+                self.metrics.cache.add("hit")
+                return self._answer(req, kept.cluster, kept.mutation)
         try:
             pod = read_ray_pod(req.object, req.namespace)
         except InvalidPod as exc:
@@ -45,7 +53,7 @@ class Admission:
             return review.allowed(req.uid), Outcome.IGNORED
 
         cluster = self.lookup.cached(pod.owner)
-        (self._hit if cluster is not None else self._miss).inc()
+        self.metrics.cache.add("miss" if cluster is None else "hit")
         namespace = self.lookup.namespace(pod.owner.namespace)
         try:
             if cluster is None:
@@ -61,6 +69,13 @@ class Admission:
             return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
         result = mutate(cluster, pod, self.settings, namespace)
+        if key is not None:
+            self.decisions.put(key, Decision(pod.owner, cluster, namespace, self.settings, result))
+        return self._answer(req, cluster, result)
+
+    def _answer(self, req: review.AdmissionRequest, cluster: ClusterFacts,
+                result: Mutation) -> tuple[dict[str, Any], Outcome]:
+        """The response for a decided pod; a head pod's Event goes to the recorder (none for a dry run)."""
         if result.event is not None and not req.dry_run:
             if result.event.reason == INCOMPLETE:
                 self.metrics.incomplete_heads.inc()

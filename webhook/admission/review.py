@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -28,9 +27,9 @@ class ReviewError(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class AdmissionRequest:
-    """The parts of `request` the webhook reads. `object` stays a raw dict (no typed round trip)."""
+class AdmissionRequest(NamedTuple):
+    """The parts of `request` the webhook reads. `object` stays a raw dict (no typed round trip). A NamedTuple:
+    as immutable as a frozen dataclass and four times cheaper to build, once per request."""
 
     uid: str
     group: str
