@@ -1,12 +1,11 @@
 """A bounded memo of `/mutate` decisions, so the workers of a scale-up are planned once, not once each.
 
-KubeRay creates the pods of one worker group from one template with `generateName`: the apiserver sends their
-AdmissionReviews with the same pod, byte for byte (the name and uid are given after admission). The decision
-is a pure function of its inputs, so it can be kept for the next identical pod, provided every input is part
-of the key:
+KubeRay creates the pods of one worker group from one template: the apiserver sends their AdmissionReviews with
+pods that differ only in what the plan does not read (the generated name, the replica index label). The decision
+is a pure function of its inputs, so it can be kept for the next such pod, provided every input is in the key:
 
-- the pod: the request's namespace and the whole pod re-encoded by orjson. Equal bytes mean an equal pod, so
-  every field the plan reads, now or after any later change to the plan, is covered;
+- the pod: the request's namespace and every part of the pod `read_ray_pod` reads (`pod.read_inputs`),
+  encoded by orjson. Equal bytes mean equal parts, hence equal `PodFacts`, which is all the plan sees of a pod;
 - the RayCluster: the `ClusterFacts` object the lookup gives now must be the one the decision was made with
   (`is`). The watch cache stores a new object for every watch event, and each event carries a new
   resourceVersion, so any change, deletion or re-creation (a new uid) misses;
@@ -28,15 +27,15 @@ import orjson
 from webhook.admission.lookup import RayClusterLookup
 from webhook.core.mutation import Mutation
 from webhook.core.namespace import NamespaceFacts
-from webhook.core.pod import NODE_TYPE_LABEL, ROLES, Owner
+from webhook.core.pod import NODE_TYPE_LABEL, ROLES, Owner, read_inputs
 from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import Settings
 
-# About 250 different pods of 8 KB, the size of KubeRay's; a cluster has a few distinct ones (head, groups).
+# About 700 different pods of KubeRay's size (3 KB of parts); a RayCluster has a few (its head, one per group).
 MAX_BYTES = 2 << 20
 MAX_ENTRY_BYTES = 64 << 10
 
-Key = tuple[str, bytes]
+Key = bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +76,17 @@ class Decisions:
         return self._bytes
 
     def key(self, obj: Any, namespace: str) -> Key | None:
-        """The key of the pod `obj` admitted in `namespace`, or None when it cannot be kept: too big, or nested
-        deeper than orjson encodes (it parses 1024 levels, encodes 254)."""
+        """The key of the pod `obj` admitted in `namespace`, or None when it cannot be kept: an unusual shape (left
+        to `read_ray_pod` to name), too big, or nested deeper than orjson encodes (it parses 1024 levels, encodes
+        254)."""
+        parts = read_inputs(obj, namespace)
+        if parts is None:
+            return None
         try:
-            encoded = orjson.dumps(obj)
+            encoded = orjson.dumps(parts)
         except orjson.JSONEncodeError:
             return None
-        return (namespace, encoded) if len(encoded) <= self.max_entry_bytes else None
+        return encoded if len(encoded) <= self.max_entry_bytes else None
 
     def recall(self, key: Key, lookup: RayClusterLookup, settings: Settings) -> Decision | None:
         """The decision kept for `key` if the lookup's facts now are those it was made from, else None."""
@@ -96,13 +99,13 @@ class Decisions:
         return kept
 
     def put(self, key: Key, decision: Decision) -> None:
-        size = len(key[1])
+        size = len(key)
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= size
         while self._entries and self._bytes + size > self.max_bytes:
             oldest = next(iter(self._entries))
-            self._bytes -= len(oldest[1])
+            self._bytes -= len(oldest)
             del self._entries[oldest]
         self._entries[key] = decision
         self._bytes += size
