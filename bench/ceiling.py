@@ -46,12 +46,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def main() -> None:
-    port, cert, key = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    serve(app, int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+def serve(asgi: Any, port: int, cert: Path, key: Path) -> None:
+    """Run `asgi` as `serve` runs ours (also the floor's transport, bench/floor.py)."""
     tls = ReloadingTLS(cert, key)
     gc.collect()
     gc.freeze()
     uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off",
+        asgi, host="127.0.0.1", port=port, lifespan="off",
         ssl_context_factory=lambda _config, _default: tls.context,
         timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         access_log=False, log_config=None, log_level="warning", server_header=False, proxy_headers=False,

@@ -186,6 +186,10 @@ def servers(bench: Bench, clusters: Path, kubeconfig: Path | None, baseline: Pat
     add("ours", lambda port: [PY, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
                               "--tls-cert", tls[0], "--tls-key", tls[1], "--rayclusters-from", str(clusters),
                               *ADMIN_FLAGS])
+    add("floor", lambda port: [PY, "bench/floor.py", str(port), *tls])
+    add("ours-memo-off", lambda port: [PY, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                       "--tls-cert", tls[0], "--tls-key", tls[1], "--rayclusters-from", str(clusters),
+                                       "--decision-memo-kib", "0", *ADMIN_FLAGS])
     if baseline is not None:
         add("baseline", lambda port: [PY, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
                                       "--tls-cert", tls[0], "--tls-key", tls[1], "--rayclusters-from", str(clusters),
@@ -561,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
-    parser.add_argument("--servers", default="ceiling,ours,kopf,go", help="servers of the main section")
+    parser.add_argument("--servers", default="ceiling,floor,ours,ours-memo-off,kopf,go",
+                        help="servers of the main section")
     parser.add_argument("--baseline", type=Path, help="also run `python -m webhook serve` from this folder "
                         "(e.g. an older version's `git archive`) as server `baseline`, for before/after")
     parser.add_argument("--quick", action="store_true", help="short runs (3 s) to check the harness")

@@ -1,5 +1,6 @@
 """Where one admission's CPU goes, without TLS and HTTP: each stage of our `/mutate` timed in-process over the
-benchmark's mix, next to the ceiling's and our whole ASGI apps. CPU time (time.process_time), best of 5.
+benchmark's mix, next to the ceiling's, the floor's and our whole ASGI apps (with the memo of decisions, and
+with it off: every pod planned). CPU time (time.process_time), best of 5.
 
     taskset -c 0 .venv/bin/python bench/stages.py     # prints JSON: microseconds per request, by stage
 """
@@ -18,11 +19,15 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / part) for part in ("", "hack", "bench")]
 
 import ceiling  # noqa: E402
+import floor  # noqa: E402
 import orjson  # noqa: E402
 import workload  # noqa: E402
 
 from webhook.admission import review  # noqa: E402
 from webhook.admission.app import Health, create_app  # noqa: E402
+from webhook.admission.decisions import Decisions, labelled_ray_pod  # noqa: E402
+from webhook.admission.handler import Admission  # noqa: E402
+from webhook.admission.limits import Limits  # noqa: E402
 from webhook.admission.lookup import StaticLookup  # noqa: E402
 from webhook.admission.metrics import Metrics  # noqa: E402
 from webhook.core.mutation import mutate  # noqa: E402
@@ -72,7 +77,15 @@ def main() -> None:
     results = [mutate(c, p, settings) for c, p in facts if c is not None]
     metrics = Metrics()
     ours = create_app(lookup, settings, Health(lambda: True, lambda: True), metrics)
+    memo_off = create_app(lookup, settings, Health(lambda: True, lambda: True), Metrics(),
+                          Limits(decision_memo_bytes=0))
+    floor_app = floor.make_app(lookup, settings, bodies)
+    decisions = Decisions()
+    keys = [decisions.key(r.object, r.namespace) if labelled_ray_pod(r.object) else None for r in reqs]
+    handler = Admission(lookup, settings, Metrics())
     loop = asyncio.new_event_loop()
+    for r in reqs:
+        loop.run_until_complete(handler.answer(r))
 
     def through(app: Any) -> Callable[[], Any]:
         async def all_bodies() -> None:
@@ -93,21 +106,30 @@ def main() -> None:
                 fn(item)
         return run
 
+    def response(pair: tuple[review.AdmissionRequest, Any]) -> bytes:
+        req, result = pair
+        return review.encode(review.patched(req.uid, review.json_patch(result.ops), result.warnings))
+
     pairs = list(zip(reqs, results, strict=False))
     out = {
         "ceiling app (parse + echo)": per_request(through(ceiling.app), n),
+        "floor app (parse + memo key + stored answer)": per_request(through(floor_app), n),
         "ours app (whole /mutate)": per_request(through(ours), n),
+        "ours app, memo off (every pod planned)": per_request(through(memo_off), n),
         "orjson.loads": per_request(each(orjson.loads, bodies), n),
         "parse_review": per_request(each(review.parse_review, bodies), n),
+        "memo key (read_inputs + orjson)": per_request(
+            each(lambda r: decisions.key(r.object, r.namespace) if labelled_ray_pod(r.object) else None, reqs), n),
+        "memo recall": per_request(each(lambda k: handler.decisions.recall(k, lookup, settings) if k else None,
+                                        keys), n),
         "read_ray_pod": per_request(each(lambda r: read_ray_pod(r.object, r.namespace), reqs), n),
         "lookup.cached": per_request(each(lambda p: lookup.cached(p.owner) if p else None, pods), n),
         "mutate (plan + ops)": per_request(each(lambda cp: mutate(cp[0], cp[1], settings), facts), n),
-        "patched + encode": per_request(
-            each(lambda rm: review.encode(review.patched(rm[0].uid, rm[1].ops, rm[1].warnings)), pairs), n),
+        "patch + response encode": per_request(each(response, pairs), n),
         "metrics (4 updates)": per_request(each(lambda _: observe(), bodies), n),
     }
     out["requests in the mix"] = n
-    out["of them through mutate"] = len(results)
+    out["of them Ray pods (memo, or plan + ops)"] = len(results)
     print(json.dumps(out))
 
 
