@@ -134,6 +134,8 @@ def test_bad_flags_exit_2(files: tuple[Path, Path, Path], args: list[str], env: 
     (["render", "--raycluster", "x", "--pod", "y", "--default-redis-address", "redis://u:pw@r:6379"],
      "argument --default-redis-address: '***@r:6379': has credentials"),
     (["serve", "--cert-ips", "10.0.0.1,nope"], "argument --cert-ips: 'nope' is not an IP address"),
+    (["serve", "--decision-memo-kib", "-1"], "argument --decision-memo-kib: '-1' is not a positive integer"),
+    (["serve", "--decision-memo-kib", "2000000"], "argument --decision-memo-kib: '2000000' is over 1048576 KiB"),
     (["bogus"], "invalid choice: 'bogus'"),
     ([], "the following arguments are required: COMMAND"),
 ])

@@ -138,7 +138,7 @@ def test_a_pod_nested_deeper_than_orjson_encodes_is_answered_without_the_memo() 
     deep: Any = "x"
     for _ in range(300):
         deep = [deep]
-    worker["spec"]["containers"][0]["resources"] = {"deep": deep}
+    worker["spec"]["containers"][0]["env"].append({"name": "DEEP", "valueFrom": {"deep": deep}})
     metrics = Metrics()
     (first, _), (second, _) = answer_twice(worker, metrics)
     assert first["allowed"] and "patch" in first and {**first, "uid": "u2"} == second
@@ -246,8 +246,10 @@ def _record(value: Any, path: tuple[Any, ...], reads: set[tuple[Any, ...]]) -> A
 # the way there (only to reach those).
 IN_THE_KEY = [("metadata", "labels", "ray.io/node-type"), ("metadata", "labels", "ray.io/cluster"),
               ("metadata", "namespace"), ("metadata", "ownerReferences"), ("metadata", "annotations"),
-              ("spec", "containers", 0), ("spec", "volumes")]
-ON_THE_WAY = {("metadata",), ("metadata", "labels"), ("spec",), ("spec", "containers"), ("spec", "containers", "len")}
+              ("spec", "containers", 0, "env"), ("spec", "containers", 0, "args"),
+              ("spec", "containers", 0, "volumeMounts"), ("spec", "volumes")]
+ON_THE_WAY = {("metadata",), ("metadata", "labels"), ("spec",), ("spec", "containers"), ("spec", "containers", "len"),
+              ("spec", "containers", 0)}
 
 
 @settings(max_examples=200, deadline=None)
@@ -260,3 +262,13 @@ def test_read_ray_pod_reads_nothing_outside_the_key(case: tuple[dict[str, Any], 
     read_ray_pod(_record(obj, (), reads), namespace)
     outside = {r for r in reads if r not in ON_THE_WAY and not any(r[:len(k)] == k for k in IN_THE_KEY)}
     assert not outside, f"read_ray_pod read {sorted(map(str, outside))}, which pod.read_inputs leaves out"
+
+
+def test_a_memo_of_zero_bytes_is_off() -> None:
+    lookup = SwitchableLookup(parse_raycluster(quickstart_raycluster()), NamespaceFacts("default"))
+    metrics = Metrics()
+    admission = Admission(lookup, Settings(), metrics, memo_bytes=0)
+    worker = pod(quickstart_raycluster(), "worker")
+    first, second = (asyncio.run(admission.answer(request(worker, uid))) for uid in ("u1", "u2"))
+    assert {**first[0], "uid": "u2"} == second[0] and len(admission.decisions) == 0
+    assert metrics.registry.get_sample_value("ray_ft_webhook_decisions_total", {"result": "miss"}) == 0

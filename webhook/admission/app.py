@@ -83,13 +83,6 @@ class _Held:
         self.size = 0
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _busy(budget: BodyBudget) -> _BadRequest:
     return _BadRequest(503, f"server busy: {budget.limit}-byte budget for request bodies in use, retry")
 
@@ -97,13 +90,19 @@ def _busy(budget: BodyBudget) -> _BadRequest:
 async def _read_body(scope: Scope, receive: Receive, budget: BodyBudget, held: _Held) -> bytes:
     """The request body, or _BadRequest: 415 before reading, 413 as soon as the cap is passed, 503 when the
     process-wide budget cannot hold it. The declared Content-Length is taken from the budget before reading."""
-    content_type = _header(scope, b"content-type") or ""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise _BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
-    length = _header(scope, b"content-length")
-    declared = int(length) if length is not None and length.isascii() and length.isdigit() else 0
+    content_type = length = None  # the first of each, in one pass over the headers
+    for key, value in scope["headers"]:
+        if key == b"content-type" and content_type is None:
+            content_type = value
+        elif key == b"content-length" and length is None:
+            length = value
+    if content_type != b"application/json":  # what the apiserver sends; anything else is parsed
+        text = content_type.decode("latin-1") if content_type is not None else ""
+        if text.split(";")[0].strip().lower() != "application/json":
+            raise _BadRequest(415, f"Content-Type must be application/json, got {text or 'none'!r}")
+    declared = int(length) if length is not None and length.isdigit() else 0  # bytes.isdigit: ASCII digits only
     if declared > MAX_BODY_BYTES:
-        raise _BadRequest(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
+        raise _BadRequest(413, f"request body of {declared} bytes is over the {MAX_BODY_BYTES}-byte limit")
     if not budget.take(declared):
         raise _busy(budget)
     held.size = declared
@@ -121,17 +120,20 @@ async def _read_body(scope: Scope, receive: Receive, budget: BodyBudget, held: _
             if not budget.take(size - held.size):
                 raise _busy(budget)
             held.size = size
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+                "headers": [_CONTENT_TYPE, (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -195,7 +197,8 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     """The webhook's ASGI app. Without OpenAPI docs routes: this is not a browsable API."""
     metrics = metrics or Metrics()
     metrics.cache_synced.set_function(lambda: 1.0 if health.cache_synced() else 0.0)
-    admission = Admission(lookup, settings, metrics, recorder)
+    limits = limits or Limits()
+    admission = Admission(lookup, settings, metrics, recorder, memo_bytes=limits.decision_memo_bytes)
     validation = Validation(lookup, settings)
     defaulting = Defaulting(lookup, settings)
     app = FastAPI(title="ray-ft-webhook", openapi_url=None, docs_url=None, redoc_url=None)
@@ -223,7 +226,7 @@ def create_app(lookup: RayClusterLookup, settings: Settings, health: Health,
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    budget = BodyBudget((limits or Limits()).body_budget_bytes)
+    budget = BodyBudget(limits.body_budget_bytes)
     return WebhookApp({
         "/mutate": AdmissionRoute(admission.answer, metrics.admissions, metrics, budget, timed=True),
         "/validate": AdmissionRoute(validation.answer, metrics.validations, metrics, budget, timed=False),

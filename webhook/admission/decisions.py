@@ -47,6 +47,8 @@ class Decision:
     namespace: NamespaceFacts | None
     settings: Settings
     mutation: Mutation
+    # The mutation's ops as the response's `patch` field (review.json_patch), encoded once.
+    patch: str | None
 
 
 def labelled_ray_pod(obj: Any) -> bool:

@@ -46,4 +46,4 @@ class Defaulting:
         warnings = [result.warning] if result.warning else []
         if not result.ops:
             return review.allowed(req.uid, warnings), Outcome.SKIPPED if result.skipped else Outcome.UNCHANGED
-        return review.patched(req.uid, result.ops, warnings), Outcome.PATCHED
+        return review.patched(req.uid, review.json_patch(result.ops), warnings), Outcome.PATCHED

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from webhook.admission import review
-from webhook.admission.decisions import Decision, Decisions, labelled_ray_pod
+from webhook.admission.decisions import MAX_BYTES, Decision, Decisions, labelled_ray_pod
 from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
@@ -30,21 +30,22 @@ class Admission:
     """The `/mutate` handler's logic over a parsed request."""
 
     def __init__(self, lookup: RayClusterLookup, settings: Settings, metrics: Metrics,
-                 recorder: EventRecorder | None = None) -> None:
+                 recorder: EventRecorder | None = None, memo_bytes: int = MAX_BYTES) -> None:
         self.lookup, self.settings, self.metrics, self.recorder = lookup, settings, metrics, recorder
-        self.decisions = Decisions()
+        self.decisions = Decisions(max_bytes=memo_bytes)
 
     async def answer(self, req: review.AdmissionRequest) -> tuple[dict[str, Any], Outcome]:
         """The AdmissionReview response for `req`, and an outcome label."""
         if req.operation != "CREATE" or req.group != "" or req.kind != "Pod":
             return review.allowed(req.uid), Outcome.IGNORED
-        key = self.decisions.key(req.object, req.namespace) if labelled_ray_pod(req.object) else None
+        memo = self.decisions.max_bytes > 0 and labelled_ray_pod(req.object)
+        key = self.decisions.key(req.object, req.namespace) if memo else None
         if key is not None:
             kept = self.decisions.recall(key, self.lookup, self.settings)
             self.metrics.decisions.add("miss" if kept is None else "hit")
             if kept is not None:
                 self.metrics.cache.add("hit")
-                return self._answer(req, kept.cluster, kept.mutation)
+                return self._answer(req, kept.cluster, kept.mutation, kept.patch)
         try:
             pod = read_ray_pod(req.object, req.namespace)
         except InvalidPod as exc:
@@ -69,12 +70,13 @@ class Admission:
             return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
         result = mutate(cluster, pod, self.settings, namespace)
+        patch = review.json_patch(result.ops)
         if key is not None:
-            self.decisions.put(key, Decision(pod.owner, cluster, namespace, self.settings, result))
-        return self._answer(req, cluster, result)
+            self.decisions.put(key, Decision(pod.owner, cluster, namespace, self.settings, result, patch))
+        return self._answer(req, cluster, result, patch)
 
-    def _answer(self, req: review.AdmissionRequest, cluster: ClusterFacts,
-                result: Mutation) -> tuple[dict[str, Any], Outcome]:
+    def _answer(self, req: review.AdmissionRequest, cluster: ClusterFacts, result: Mutation,
+                patch: str | None) -> tuple[dict[str, Any], Outcome]:
         """The response for a decided pod; a head pod's Event goes to the recorder (none for a dry run)."""
         if result.event is not None and not req.dry_run:
             if result.event.reason == INCOMPLETE:
@@ -83,4 +85,4 @@ class Admission:
                 self.recorder.record(cluster, result.event)
         if result.denied is not None:
             return review.denied(req.uid, f"ray-ft-webhook: {result.denied}"), Outcome.DENIED
-        return review.patched(req.uid, result.ops, result.warnings), result.outcome
+        return review.patched(req.uid, patch, result.warnings), result.outcome

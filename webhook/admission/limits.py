@@ -28,3 +28,5 @@ class Limits:
     max_headers: int = 100
     # All request bodies held at once (413 bounds one request at MAX_BODY_BYTES; this bounds them all -> 503).
     body_budget_bytes: int = 32 * 1024 * 1024
+    # Keys of the memo of /mutate decisions (admission/decisions.py): ~700 distinct pods of KubeRay's size; 0: off.
+    decision_memo_bytes: int = 2 * 1024 * 1024

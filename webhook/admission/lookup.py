@@ -20,6 +20,8 @@ from webhook.core.pod import Owner
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 
 Key = tuple[str, str]
+# Namespaces named by requests but not in the folder (any name a client sends): the newest are kept.
+MAX_NAMESPACES_WITHOUT_DEFAULTS = 1024
 
 
 class LookupFailed(Exception):
@@ -59,6 +61,7 @@ class StaticLookup:
                  namespaces: Mapping[str, NamespaceFacts] | None = None) -> None:
         self._clusters = dict(clusters)
         self._namespaces = dict(namespaces or {})
+        self._no_defaults: dict[str, NamespaceFacts] = {}
 
     @classmethod
     def from_folder(cls, folder: Path, default_namespace: str = "default") -> StaticLookup:
@@ -100,7 +103,12 @@ class StaticLookup:
         return list(self._clusters.values())
 
     def namespace(self, name: str) -> NamespaceFacts | None:
-        return self._namespaces.get(name) or NamespaceFacts(name)
+        facts = self._namespaces.get(name) or self._no_defaults.get(name)
+        if facts is None:  # a Namespace not in the folder has no defaults; kept so the decision memo sees it again
+            if len(self._no_defaults) >= MAX_NAMESPACES_WITHOUT_DEFAULTS:
+                del self._no_defaults[next(iter(self._no_defaults))]
+            facts = self._no_defaults[name] = NamespaceFacts(name)
+        return facts
 
     async def fetch_namespace(self, name: str) -> NamespaceFacts:
-        return self._namespaces.get(name) or NamespaceFacts(name)
+        return self.namespace(name) or NamespaceFacts(name)

@@ -64,16 +64,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise ReviewError("AdmissionReview request has no uid")
     kind = request.get("kind")
     kind = kind if isinstance(kind, dict) else {}
-    return AdmissionRequest(
-        uid=uid,
-        group=_str(kind.get("group")),
-        kind=_str(kind.get("kind")),
-        operation=_str(request.get("operation")),
-        namespace=_str(request.get("namespace")),
-        object=request.get("object"),
-        old_object=request.get("oldObject"),
-        dry_run=request.get("dryRun") is True,
-    )
+    # Positional: the fields in their order (uid, group, kind, operation, namespace, object, old_object, dry_run).
+    return AdmissionRequest(uid, _str(kind.get("group")), _str(kind.get("kind")), _str(request.get("operation")),
+                            _str(request.get("namespace")), request.get("object"), request.get("oldObject"),
+                            request.get("dryRun") is True)
 
 
 def _str(value: Any) -> str:
@@ -92,13 +86,18 @@ def allowed(uid: str, warnings: Sequence[str] = ()) -> dict[str, Any]:
     return _response(uid, True, warnings)
 
 
-def patched(uid: str, ops: Iterable[Mapping[str, Any]], warnings: Sequence[str] = ()) -> dict[str, Any]:
-    """Admit with a JSON Patch; with no ops this is `allowed`."""
+def json_patch(ops: Iterable[Mapping[str, Any]]) -> str | None:
+    """The `patch` field for `ops`: base64 of the JSON Patch; None for no ops."""
     ops = list(ops)
+    return base64.b64encode(orjson.dumps(ops)).decode("ascii") if ops else None
+
+
+def patched(uid: str, patch: str | None, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """Admit with a JSON Patch (from `json_patch`); with none this is `allowed`."""
     response = _response(uid, True, warnings)
-    if ops:
+    if patch is not None:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(ops)).decode("ascii")
+        response["patch"] = patch
     return response
 
 

@@ -148,6 +148,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _kib(text: str) -> int:
+    """0 or a positive integer of KiB, at most 1 GiB."""
+    value = 0 if text == "0" else parse_positive_int(text)
+    if value > 1024 * 1024:
+        raise ValueError(f"{text!r} is over 1048576 KiB (1 GiB)")
+    return value
+
+
 def _seconds_interval(text: str) -> float:
     value = float(text)
     if not 1 <= value <= 3600:
@@ -260,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
          default=d.max_headers)
     _add(limits, "--max-buffered-body-mib", "MiB of request bodies held at once, all requests together (503)",
          parse_positive_int, default=d.body_budget_bytes // _MIB)
+    _add(limits, "--decision-memo-kib", "KiB of pod keys kept by the memo of /mutate decisions, which answers the "
+         "next identical Ray pod of an unchanged RayCluster without planning it again (0: off)", _kib,
+         default=d.decision_memo_bytes // 1024)
     managed = serve.add_argument_group(
         "self-managed certificates (all of --cert-secret, --webhook-config and --service turn it on)")
     _add(managed, "--cert-secret", "Secret holding the CA and serving certificate; the Lease holder creates and "
@@ -400,7 +411,7 @@ def serve_options(args: argparse.Namespace, cert_target: CertTarget | None) -> S
             max_connections=args.max_connections, tls_handshake_timeout_s=args.tls_handshake_timeout_s,
             head_timeout_s=args.request_head_timeout_s, body_timeout_s=args.request_body_timeout_s,
             max_header_bytes=args.max_header_bytes, max_headers=args.max_headers,
-            body_budget_bytes=args.max_buffered_body_mib * _MIB,
+            body_budget_bytes=args.max_buffered_body_mib * _MIB, decision_memo_bytes=args.decision_memo_kib * 1024,
         ),
     )
 

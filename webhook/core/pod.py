@@ -163,18 +163,22 @@ def _mounts(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
 def read_inputs(pod: Any, namespace: str) -> tuple[Any, ...] | None:
     """Every part of `pod` that `read_ray_pod(pod, namespace)` reads, or None when the pod's shape is not the usual
     one: pods with equal parts get equal facts (tests/test_decisions.py records what `read_ray_pod` touches and
-    checks it is all here). Other labels, the name and the other containers are not read: KubeRay's workers of
-    one group, which differ in their name and `ray.io/worker-group-replica-index`, have equal parts."""
+    checks it is all here): of the Ray container only its env, args and volumeMounts. Other labels, the name and
+    the other containers are not read: KubeRay's workers of one group, which differ in their name and
+    `ray.io/worker-group-replica-index`, have equal parts."""
     if not isinstance(pod, dict):
         return None
     metadata, spec = pod.get("metadata"), pod.get("spec")
     if not isinstance(metadata, dict) or not isinstance(spec, dict):
         return None
     labels, containers = metadata.get("labels"), spec.get("containers")
-    if not isinstance(labels, dict) or not isinstance(containers, list) or not containers:
+    if not isinstance(labels, dict) or not isinstance(containers, list) or not containers \
+            or not isinstance(containers[0], dict):
         return None
+    ray = containers[0]
     return (namespace or metadata.get("namespace"), labels.get(NODE_TYPE_LABEL), labels.get(CLUSTER_LABEL),
-            metadata.get("ownerReferences"), metadata.get("annotations"), containers[0], spec.get("volumes"))
+            metadata.get("ownerReferences"), metadata.get("annotations"), ray.get("env"), ray.get("args"),
+            ray.get("volumeMounts"), spec.get("volumes"))
 
 
 def read_ray_pod(pod: Any, namespace: str) -> PodFacts | None:
