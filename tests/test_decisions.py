@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import tracemalloc
 from typing import Any
 
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from testkit.kuberay_pods import pod, quickstart_raycluster
 from tests.test_properties import admin, scenario
 from webhook.admission import review
-from webhook.admission.decisions import Decisions, labelled_ray_pod
+from webhook.admission.decisions import MAX_ENTRY_BYTES, Decisions, labelled_ray_pod
 from webhook.admission.handler import Admission
 from webhook.admission.lookup import matches
 from webhook.admission.metrics import Metrics
@@ -145,27 +146,64 @@ def test_a_pod_nested_deeper_than_orjson_encodes_is_answered_without_the_memo() 
     assert metrics.registry.get_sample_value("ray_ft_webhook_decisions_total", {"result": "hit"}) == 0
 
 
-def test_the_memo_keeps_to_its_byte_budget_oldest_out_first() -> None:
-    lookup = SwitchableLookup(parse_raycluster(quickstart_raycluster()), NamespaceFacts("default"))
-    admission = Admission(lookup, Settings(), Metrics())
-    worker = pod(quickstart_raycluster(), "worker")
-    worker["metadata"]["annotations"] = {"n": "0"}
-    size = len(admission.decisions.key(worker, "default") or b"")
-    admission.decisions = Decisions(max_bytes=3 * size + size // 2, max_entry_bytes=size + 100)
-    variants = []
-    for n in range(5):
+def variants(count: int) -> list[dict[str, Any]]:
+    """Workers of an FT RayCluster that differ in one annotation of the same size: one decision each."""
+    worker = pod(ft_cluster(), "worker")
+    out = []
+    for n in range(count):
         variant = copy.deepcopy(worker)
-        variant["metadata"]["annotations"]["n"] = str(n)  # the same size each
-        variants.append(variant)
-        asyncio.run(admission.answer(request(variant, f"u{n}")))
+        variant["metadata"]["annotations"] = {"n": f"{n:06d}"}
+        out.append(variant)
+    return out
+
+
+def ft_cluster() -> dict[str, Any]:
+    cluster = quickstart_raycluster()
+    cluster["metadata"].setdefault("annotations", {})["ray.io/ft-enabled"] = "true"
+    return cluster
+
+
+def filled(pods: list[dict[str, Any]], max_bytes: int) -> Admission:
+    lookup = SwitchableLookup(parse_raycluster(ft_cluster()), NamespaceFacts("default"))
+    admission = Admission(lookup, Settings(default_redis_address="redis:6379"), Metrics(), memo_bytes=max_bytes)
+    for n, obj in enumerate(pods):
+        asyncio.run(admission.answer(request(obj, f"u{n}")))
         assert admission.decisions.size_bytes <= admission.decisions.max_bytes
+    return admission
+
+
+def test_the_memo_keeps_to_its_byte_budget_oldest_out_first() -> None:
+    pods = variants(5)
+    entry = filled(pods[:1], 1 << 20).decisions.size_bytes  # every variant's entry has this size
+    admission = filled(pods, 3 * entry + entry // 2)
     assert len(admission.decisions) == 3
-    kept = [admission.decisions.key(v, "default") in admission.decisions._entries for v in variants]
+    kept = [admission.decisions.key(v, "default") in admission.decisions._entries for v in pods]
     assert kept == [False, False, True, True, True]
-    big = copy.deepcopy(worker)
-    big["metadata"]["annotations"]["big"] = "x" * 200
+    big = copy.deepcopy(pods[0])
+    big["metadata"]["annotations"]["big"] = "x" * MAX_ENTRY_BYTES
     asyncio.run(admission.answer(request(big, "u9")))
     assert admission.decisions.key(big, "default") is None and len(admission.decisions) == 3
+    assert len(filled(pods[:1], entry - 1).decisions) == 0, "an entry over the whole budget is not kept"
+
+
+def test_the_memo_counts_at_least_the_memory_its_entries_hold() -> None:
+    """The budget is in bytes of memory: what 300 entries hold (tracemalloc) is within what the memo counts."""
+    pods = variants(300)
+    requests = [request(obj, f"u{n}") for n, obj in enumerate(pods)]
+    lookup = SwitchableLookup(parse_raycluster(ft_cluster()), NamespaceFacts("default"))
+    admission = Admission(lookup, Settings(default_redis_address="redis:6379"), Metrics(), memo_bytes=1 << 30)
+    loop = asyncio.new_event_loop()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for req in requests:
+            loop.run_until_complete(admission.answer(req))
+        held = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+        loop.close()
+    assert len(admission.decisions) == 300
+    assert held <= admission.decisions.size_bytes, (held, admission.decisions.size_bytes)
 
 
 def test_workers_of_one_group_share_a_decision() -> None:

@@ -14,41 +14,63 @@ is a pure function of its inputs, so it can be kept for the next such pod, provi
 - the admin's settings: the same object (they are fixed for the life of the process).
 
 Only complete decisions (a Mutation) are kept; invalid pods, failed lookups and non-Ray pods are not. The memo
-holds at most `max_bytes` of keys, oldest out first, and skips a pod bigger than `max_entry_bytes`.
+holds at most `max_bytes` (keys, answers and their objects), oldest out first, and skips a pod whose key is
+bigger than `max_entry_bytes`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from webhook.admission import review
 from webhook.admission.lookup import RayClusterLookup
+from webhook.core.events import EventFacts
 from webhook.core.mutation import Mutation
 from webhook.core.namespace import NamespaceFacts
+from webhook.core.outcome import Outcome
 from webhook.core.pod import NODE_TYPE_LABEL, ROLES, Owner, read_inputs
 from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import Settings
 
-# About 700 different pods of KubeRay's size (3 KB of parts); a RayCluster has a few (its head, one per group).
+# About 600 different pods of KubeRay's size (2 KB of key, 1.5 KB answer); a RayCluster has a few (head, groups).
 MAX_BYTES = 2 << 20
 MAX_ENTRY_BYTES = 64 << 10
+# What an entry holds besides its key and encoded response (the Decision, the dicts, the Event's facts),
+# measured with tracemalloc (tests/test_decisions.py keeps the estimate honest).
+ENTRY_OVERHEAD_BYTES = 1024
 
 Key = bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A decision and everything besides the pod that it was made from."""
+    """The answer for a pod, without its uid, and everything besides the pod that it was decided from."""
 
     owner: Owner
     cluster: ClusterFacts
     namespace: NamespaceFacts | None
     settings: Settings
-    mutation: Mutation
-    # The mutation's ops as the response's `patch` field (review.json_patch), encoded once.
-    patch: str | None
+    # The AdmissionReview response but for its uid (the patch encoded once), its outcome and a head's Event.
+    response: Mapping[str, Any]
+    outcome: Outcome
+    event: EventFacts | None
+    # The bytes the memo counts for it besides its key: the encoded response and the objects around it.
+    size: int
+
+    @classmethod
+    def of(cls, owner: Owner, cluster: ClusterFacts, namespace: NamespaceFacts | None, settings: Settings,
+           result: Mutation) -> Decision:
+        if result.denied is not None:
+            response = review.denied("", f"ray-ft-webhook: {result.denied}")
+        else:
+            response = review.patched("", review.json_patch(result.ops), result.warnings)
+        response.pop("uid")
+        return cls(owner, cluster, namespace, settings, response, result.outcome, result.event,
+                   len(orjson.dumps(response)) + ENTRY_OVERHEAD_BYTES)
 
 
 def labelled_ray_pod(obj: Any) -> bool:
@@ -74,7 +96,7 @@ class Decisions:
 
     @property
     def size_bytes(self) -> int:
-        """The bytes of the keys held now."""
+        """The bytes held now: keys, encoded responses and an estimate of the objects around them."""
         return self._bytes
 
     def key(self, obj: Any, namespace: str) -> Key | None:
@@ -101,13 +123,17 @@ class Decisions:
         return kept
 
     def put(self, key: Key, decision: Decision) -> None:
-        size = len(key)
+        """Keep `decision` under `key`, the oldest out first while over the budget; one bigger than the budget
+        is not kept."""
+        size = len(key) + decision.size
+        if size > self.max_bytes:
+            return
+        key = bytes(memoryview(key))  # orjson's bytes keep their buffer's spare capacity (up to twice): trim it
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= size
+            self._bytes -= len(key) + old.size
         while self._entries and self._bytes + size > self.max_bytes:
             oldest = next(iter(self._entries))
-            self._bytes -= len(oldest)
-            del self._entries[oldest]
+            self._bytes -= len(oldest) + self._entries.pop(oldest).size
         self._entries[key] = decision
         self._bytes += size

@@ -17,10 +17,9 @@ from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
 from webhook.core.events import INCOMPLETE
-from webhook.core.mutation import Mutation, mutate
+from webhook.core.mutation import mutate
 from webhook.core.outcome import Outcome
 from webhook.core.pod import InvalidPod, read_ray_pod
-from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import LookupFailure, Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class Admission:
             self.metrics.decisions.add("miss" if kept is None else "hit")
             if kept is not None:
                 self.metrics.cache.add("hit")
-                return self._answer(req, kept.cluster, kept.mutation, kept.patch)
+                return self._answer(req, kept)
         try:
             pod = read_ray_pod(req.object, req.namespace)
         except InvalidPod as exc:
@@ -69,20 +68,18 @@ class Admission:
                 return review.allowed(req.uid, [warning]), Outcome.LOOKUP_FAILED
             return review.denied(req.uid, message, code=503), Outcome.LOOKUP_FAILED
 
-        result = mutate(cluster, pod, self.settings, namespace)
-        patch = review.json_patch(result.ops)
+        decision = Decision.of(pod.owner, cluster, namespace, self.settings,
+                               mutate(cluster, pod, self.settings, namespace))
         if key is not None:
-            self.decisions.put(key, Decision(pod.owner, cluster, namespace, self.settings, result, patch))
-        return self._answer(req, cluster, result, patch)
+            self.decisions.put(key, decision)
+        return self._answer(req, decision)
 
-    def _answer(self, req: review.AdmissionRequest, cluster: ClusterFacts, result: Mutation,
-                patch: str | None) -> tuple[dict[str, Any], Outcome]:
+    def _answer(self, req: review.AdmissionRequest, decision: Decision) -> tuple[dict[str, Any], Outcome]:
         """The response for a decided pod; a head pod's Event goes to the recorder (none for a dry run)."""
-        if result.event is not None and not req.dry_run:
-            if result.event.reason == INCOMPLETE:
+        event = decision.event
+        if event is not None and not req.dry_run:
+            if event.reason == INCOMPLETE:
                 self.metrics.incomplete_heads.inc()
             if self.recorder is not None:
-                self.recorder.record(cluster, result.event)
-        if result.denied is not None:
-            return review.denied(req.uid, f"ray-ft-webhook: {result.denied}"), Outcome.DENIED
-        return review.patched(req.uid, patch, result.warnings), result.outcome
+                self.recorder.record(decision.cluster, event)
+        return {"uid": req.uid, **decision.response}, decision.outcome
