@@ -176,6 +176,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if _installed is None:
             raise RuntimeError("guard.install() must run before the server accepts connections")
         self.guard = _installed
+        self._max_headers, self._max_header_bytes = _installed.limits.max_headers, _installed.limits.max_header_bytes
         self._raw: asyncio.BaseTransport | None = None  # the TCP connection under TLS
         self._counted = False  # this connection is in guard.open
         self._ready = False  # TLS is up and uvicorn's connection_made has run
@@ -296,14 +297,14 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.guard.limits
         self._headers += 1
         self._header_size += len(name) + len(value) + 4  # ": " and CRLF
-        if self._headers > limits.max_headers:
-            self._refusal = (f"more than {limits.max_headers} request headers", "header_count")
-        elif self._header_size > limits.max_header_bytes:
-            self._refusal = self._head_too_large()
-        if self._refusal is not None:
+        if self._headers > self._max_headers or self._header_size > self._max_header_bytes:
+            limits = self.guard.limits
+            if self._headers > limits.max_headers:
+                self._refusal = (f"more than {limits.max_headers} request headers", "header_count")
+            else:
+                self._refusal = self._head_too_large()
             raise _HeadersRefused  # uvicorn answers a parser error with send_400_response: 431 from there
         super().on_header(name, value)
 
