@@ -14,7 +14,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError,
 
 from testkit.kuberay_pods import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
-from webhook.admission.watch import NamespaceCache, WatchCache, _describe
+from webhook.admission.watch import LIST_PAGE, NamespaceCache, WatchCache, _describe
 from webhook.common.errors import InputError
 from webhook.common.kubeapi import ApiError, Client
 from webhook.core.pod import Owner
@@ -149,7 +149,7 @@ class PagedClient(Client):
         self.items, self.calls = items, []
 
     def get(self, path: str, query: dict | None = None, timeout: object = None) -> dict:
-        assert path == "/apis/ray.io/v1/rayclusters" and query is not None and query["limit"] == 500
+        assert path == "/apis/ray.io/v1/rayclusters" and query is not None and query["limit"] == LIST_PAGE
         start = int(query.get("continue") or 0)
         self.calls.append(start)
         end = start + 2
