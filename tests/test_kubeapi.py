@@ -415,6 +415,7 @@ def test_the_watch_follows_bookmarks_and_relists_on_410(apiserver: FakeApiserver
 
 def test_pages_follow_continue_tokens_with_the_query(apiserver: FakeApiserver) -> None:
     def page(seen: Seen) -> Answer:
+        assert len(apiserver.seen) <= 3, "the continue token is not followed"  # a failed handler: a lost connection
         start = int(seen.query.get("continue") or 0)
         more = {"continue": str(start + 2)} if start + 2 < 5 else {}
         return 200, {"metadata": {"resourceVersion": "7", **more},

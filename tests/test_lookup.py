@@ -152,6 +152,7 @@ class PagedClient(Client):
         assert path == "/apis/ray.io/v1/rayclusters" and query is not None and query["limit"] == LIST_PAGE
         start = int(query.get("continue") or 0)
         self.calls.append(start)
+        assert len(self.calls) <= 3, f"the continue token is not followed: {self.calls}"
         end = start + 2
         more = end < len(self.items)
         return {"items": self.items[start:end],
