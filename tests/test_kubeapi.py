@@ -328,6 +328,9 @@ def test_unusable_files(tmp_path: Path) -> None:
     ftp = write_kubeconfig(tmp_path / "e", {"server": "ftp://x"}, {})
     with pytest.raises(InputError, match="`server` is not an https://"):
         kubeconfig.from_kubeconfig([ftp])
+    proxied = write_kubeconfig(tmp_path / "f", {"server": "https://x", "proxy-url": "http://proxy:3128"}, {})
+    with pytest.raises(InputError, match="`proxy-url` is not supported"):
+        kubeconfig.from_kubeconfig([proxied])
 
 
 def test_kubeconfig_list_is_merged_like_kubectl(tmp_path: Path) -> None:

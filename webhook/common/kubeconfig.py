@@ -5,8 +5,9 @@ A kubeconfig gives the cluster's `server`, `certificate-authority(-data)`, `inse
 `tls-server-name`, and the user's `token`, `tokenFile`, `client-certificate(-data)` with `client-key(-data)`,
 or `username`/`password`. Several files (a $KUBECONFIG list) are merged as kubectl merges them: the first file
 that names an entry or the current context wins. A file path in a file is relative to that file's folder.
-Users that run a program for their credentials (`exec`, `auth-provider`) are refused, saying what to use
-instead. Everything unusable is an InputError naming the file and the problem, never a traceback.
+Users that run a program for their credentials (`exec`, `auth-provider`) and clusters behind a `proxy-url`
+are refused, saying what to use instead. Everything unusable is an InputError naming the file and the problem,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def from_kubeconfig(files: Sequence[Path], context: str | None = None) -> Cluste
     server = _string(cluster, "server", cluster_where)
     if server is None or not server.startswith(("https://", "http://")):
         raise InputError(f"{cluster_where}: `server` is not an https:// (or http://) URL")
+    if _string(cluster, "proxy-url", cluster_where) is not None:  # refused rather than silently bypassed
+        raise InputError(f"{cluster_where}: `proxy-url` is not supported; the webhook connects to `server` directly")
     insecure = cluster.get("insecure-skip-tls-verify", False)
     if not isinstance(insecure, bool):
         raise InputError(f"{cluster_where}: `insecure-skip-tls-verify` is not true or false")
