@@ -46,8 +46,9 @@ _READ_CHUNK = 64 * 1024
 class ApiError(Exception):
     """The apiserver answered with an HTTP error status (or a watch stream ended with an ERROR event)."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"HTTP {status} {reason}".rstrip())
+    def __init__(self, status: int, reason: str, call: str = "") -> None:
+        # `call` ("GET /api/v1/..."): which request, for a log line; never the response body.
+        super().__init__(f"HTTP {status} {reason}".rstrip() + (f" ({call})" if call else ""))
         self.status, self.reason = status, reason
 
 
@@ -258,5 +259,5 @@ class Client:
         if response.status >= 400:
             if stream:
                 response.close()
-            raise ApiError(response.status, response.reason or "")
+            raise ApiError(response.status, response.reason or "", f"{method} {path}")
         return response
