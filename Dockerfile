@@ -22,14 +22,12 @@ RUN mkdir webhook && touch webhook/__init__.py README.md \
 COPY README.md ./
 COPY webhook ./webhook
 # The project itself, non-editable. Then what the webhook never runs leaves the venv: pip and
-# setuptools (nothing installs at run time), and kubernetes/aio, the client's asyncio twin (66 MB of
-# the 128 MB package; the webhook uses the synchronous client, and no other kubernetes module imports
-# it). The import check fails the build should a future kubernetes release need it.
+# setuptools (nothing installs at run time). The import check fails the build should a module need a
+# package that is not there (the `kubernetes` package is not: the webhook has its own small client).
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/pip uninstall --no-cache-dir -y pip setuptools \
-    && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
     && rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1 \
-    && /opt/venv/bin/python -c "import kubernetes, webhook.cli.main, webhook.common.kube, webhook.admission.watch, webhook.cli.serve, webhook.certs.sync"
+    && /opt/venv/bin/python -c "import webhook.cli.main, webhook.common.kube, webhook.admission.watch, webhook.cli.serve, webhook.certs.sync, webhook.cli.check"
 
 FROM ${BASE}
 # serve's defaults for the image live in the environment, not in CMD: a RAY_FT_WEBHOOK_* variable given to the

@@ -16,6 +16,7 @@ from webhook.admission import review
 from webhook.admission.handler import Admission
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
+from webhook.common.kubeapi import Client
 from webhook.core.events import CONFIGURED, DENIED, INCOMPLETE, MAX_NOTE, EventFacts
 from webhook.core.mutation import mutate
 from webhook.core.namespace import NamespaceFacts
@@ -188,18 +189,21 @@ def test_dry_run_is_read_from_the_review() -> None:
 
 # -- the recorder over a stand-in events API --------------------------------------------------------------------
 
-class EventsAPI:
-    """Records calls; `gate`, when set, holds every call until released (a slow apiserver)."""
+class EventsAPI(Client):
+    """The API client with its create and merge-patch recorded here; `gate`, when set, holds every call until
+    released (a slow apiserver)."""
 
     def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.gate, self.fail = gate, fail
 
-    def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> None:
+    def create(self, path: str, body: Any, timeout: Any = None) -> None:
+        assert path == "/apis/events.k8s.io/v1/namespaces/default/events" and timeout == 5.0, (path, timeout)
         self._call("create", body)
 
-    def patch_namespaced_event(self, name: str, namespace: str, body: Any, **kwargs: Any) -> None:
-        self._call("patch", (name, body))
+    def patch(self, path: str, body: Any, timeout: Any = None) -> None:
+        assert path.startswith("/apis/events.k8s.io/v1/namespaces/default/events/") and timeout == 5.0
+        self._call("patch", (path.rpartition("/")[2], body))
 
     def _call(self, kind: str, body: Any) -> None:
         if self.gate is not None:
@@ -210,9 +214,7 @@ class EventsAPI:
 
 
 def recorder(api: EventsAPI, metrics: Metrics, queue_size: int = 8) -> EventRecorder:
-    r = EventRecorder(None, metrics, "webhook-0", queue_size=queue_size, flush_s=0.1)
-    r._api = api  # type: ignore[assignment]
-    return r
+    return EventRecorder(api, metrics, "webhook-0", queue_size=queue_size, flush_s=0.1)
 
 
 def count(metrics: Metrics, result: str) -> float:

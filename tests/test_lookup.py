@@ -10,20 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from testkit.kuberay_pods import quickstart_raycluster, raycluster
 from webhook.admission.lookup import LookupFailed, StaticLookup
-from webhook.admission.watch import NamespaceCache, WatchCache, _describe
+from webhook.admission.watch import LIST_PAGE, NamespaceCache, WatchCache, _describe
 from webhook.common.errors import InputError
+from webhook.common.kubeapi import ApiError, Client
 from webhook.core.pod import Owner
 from webhook.core.raycluster import parse_raycluster
 
 
 def test_watch_events_update_the_cache() -> None:
-    cache = WatchCache(ApiClient())
+    cache = WatchCache(None)
     old, new = raycluster(name="a", uid="u1"), raycluster(name="a", uid="u2")
     cache.apply("ADDED", old)
     assert cache.cached(Owner("default", "a", "u1")).uid == "u1"
@@ -37,7 +36,7 @@ def test_watch_events_update_the_cache() -> None:
 
 
 def test_relist_replaces_only_its_scope() -> None:
-    cache = WatchCache(ApiClient(), namespaces=("x", "y"))
+    cache = WatchCache(None, namespaces=("x", "y"))
     cache.apply("ADDED", raycluster(name="a", namespace="x"))
     cache.apply("ADDED", raycluster(name="b", namespace="y"))
     cache._replace_scope("x", {("x", "c"): parse_raycluster(raycluster(name="c", namespace="x"))})
@@ -48,7 +47,7 @@ def test_relist_replaces_only_its_scope() -> None:
 
 
 def test_label_only_owner_matches_any_uid() -> None:
-    cache = WatchCache(ApiClient())
+    cache = WatchCache(None)
     cache.apply("MODIFIED", raycluster(name="a", uid="u1"))
     assert cache.cached(Owner("default", "a", None)) is not None
 
@@ -64,7 +63,7 @@ def _deleting(**kwargs: str) -> dict:
 def test_a_cluster_being_deleted_is_still_cached() -> None:
     """The Redis cleanup pod is admitted while its RayCluster has a deletionTimestamp: the MODIFIED event that
     sets it must keep the cluster in the cache (only DELETED removes it)."""
-    cache = WatchCache(ApiClient())
+    cache = WatchCache(None)
     cache.apply("ADDED", raycluster(name="a", uid="u1", annotations={"ray.io/ft-enabled": "true"}))
     cache.apply("MODIFIED", _deleting(name="a", uid="u1"))
     facts = cache.cached(Owner("default", "a", None))
@@ -73,20 +72,26 @@ def test_a_cluster_being_deleted_is_still_cached() -> None:
     assert cache.cached(Owner("default", "a", None)) is not None
 
 
-class GetApi:
-    def __init__(self, obj: dict) -> None:
-        self.obj = obj
+class GetClient(Client):
+    """The API client with its GET answered from memory (the fallback GET's only call); `obj` None: 404."""
 
-    def get_namespaced_custom_object(self, *args: object, **kwargs: object) -> dict:
+    def __init__(self, obj: dict | None) -> None:
+        self.obj, self.paths = obj, []
+
+    def get(self, path: str, query: object = None, timeout: object = None) -> dict:
+        self.paths.append(path)
+        if self.obj is None:
+            raise ApiError(404, "Not Found")
         return self.obj
 
 
 def test_a_cluster_being_deleted_is_found_by_the_fallback_get() -> None:
     results: list[str] = []
-    cache = WatchCache(ApiClient(), on_get=results.append)
-    cache._api = GetApi(_deleting(name="a", uid="u1"))  # the only I/O seam: the GET
+    client = GetClient(_deleting(name="a", uid="u1"))
+    cache = WatchCache(client, on_get=results.append)
     facts = asyncio.run(cache.fetch(Owner("default", "a", None)))
     assert facts.uid == "u1" and facts.ft_enabled and results == ["found"]
+    assert client.paths == ["/apis/ray.io/v1/namespaces/default/rayclusters/a"]
     assert cache.cached(Owner("default", "a", None)) is not None
 
 
@@ -95,22 +100,9 @@ def _namespace(name: str, address: str) -> dict:
             "metadata": {"name": name, "annotations": {"ray-ft-webhook.io/redis-address": address}}}
 
 
-class NamespaceGetApi:
-    """The Namespace cache's only I/O seam: the GET (`obj` None: 404)."""
-
-    def __init__(self, obj: dict | None) -> None:
-        self.obj = obj
-
-    def read_namespace(self, name: str, **kwargs: object) -> dict:
-        if self.obj is None:
-            raise ApiException(status=404, reason="Not Found")
-        return self.obj
-
-
 def test_namespace_watch_events_and_counted_fallback_gets() -> None:
     results: list[str] = []
-    cache = NamespaceCache(ApiClient(), on_get=results.append)
-    cache._api = NamespaceGetApi(_namespace("t", "fetched:1"))
+    cache = NamespaceCache(GetClient(_namespace("t", "fetched:1")), on_get=results.append)
     assert asyncio.run(cache.fetch("t")).ours.redis_address == "fetched:1" and results == ["found"]
     cache.apply("MODIFIED", _namespace("t", "changed:2"))  # the watch replaces what the GET put there
     assert cache.cached("t").ours.redis_address == "changed:2"
@@ -118,7 +110,7 @@ def test_namespace_watch_events_and_counted_fallback_gets() -> None:
     assert cache.cached("t").ours.redis_address == "changed:2" and results == ["found", "found"]
     cache.apply("DELETED", _namespace("t", "changed:2"))
     assert cache.cached("t") is None
-    cache._api = NamespaceGetApi(None)
+    cache._client = GetClient(None)
     with pytest.raises(LookupFailed, match="cannot read Namespace gone: not found"):
         asyncio.run(cache.fetch("gone"))
     assert results == ["found", "found", "not_found"]
@@ -149,16 +141,18 @@ def test_static_lookup_bad_folder(tmp_path: Path) -> None:
         StaticLookup.from_folder(tmp_path)
 
 
-class PagedApi:
-    """Answers a list in pages of two, as the apiserver does with `limit`/`continue`."""
+class PagedClient(Client):
+    """The API client with its GET answering a list in pages of two, as the apiserver does with `limit` and
+    `continue` (the client's own `list_pages` follows them)."""
 
     def __init__(self, items: list[dict]) -> None:
         self.items, self.calls = items, []
 
-    def list_cluster_custom_object(self, *args: object, limit: int, _continue: str | None = None,
-                                   **kwargs: object) -> dict:
-        start = int(_continue or 0)
+    def get(self, path: str, query: dict | None = None, timeout: object = None) -> dict:
+        assert path == "/apis/ray.io/v1/rayclusters" and query is not None and query["limit"] == LIST_PAGE
+        start = int(query.get("continue") or 0)
         self.calls.append(start)
+        assert len(self.calls) <= 3, f"the continue token is not followed: {self.calls}"
         end = start + 2
         more = end < len(self.items)
         return {"items": self.items[start:end],
@@ -166,17 +160,16 @@ class PagedApi:
 
 
 def test_list_is_read_in_pages() -> None:
-    cache = WatchCache(ApiClient())
-    api = PagedApi([raycluster(name=f"c{i}", uid=f"u{i}") for i in range(5)])
-    cache._api = api  # the only I/O seam: the list call
+    client = PagedClient([raycluster(name=f"c{i}", uid=f"u{i}") for i in range(5)])
+    cache = WatchCache(client)
     assert cache._list(None) == "42"
-    assert api.calls == [0, 2, 4] and len(cache) == 5 and cache.ready()
+    assert client.calls == [0, 2, 4] and len(cache) == 5 and cache.ready()
 
 
 def test_writers_race_without_corrupting_the_cache() -> None:
     """A relist of one scope while watch events and fallback GETs of other threads add clusters: every write
     holds the cache's lock, so the relist never iterates a dict that another thread is growing."""
-    cache = WatchCache(ApiClient(), namespaces=("x", "y"))
+    cache = WatchCache(None, namespaces=("x", "y"))
     fresh = {("x", f"c{i}"): parse_raycluster(raycluster(name=f"c{i}", namespace="x")) for i in range(20_000)}
     added = [raycluster(name=f"n{i}", namespace="y", uid=f"u{i}") for i in range(4_000)]
     errors: list[BaseException] = []
@@ -202,8 +195,11 @@ def test_writers_race_without_corrupting_the_cache() -> None:
     (ReadTimeoutError(None, "/apis", "read timed out"), 2.0, "timed out after 2s"),
     (MaxRetryError(None, "/apis", NewConnectionError(None, "refused")), None, "cannot connect to the Kubernetes API"),
     (ProtocolError("Connection broken"), None, "connection to the Kubernetes API lost"),
-    (ApiException(status=410, reason="Gone"), None, "resource version too old (HTTP 410)"),
-    (ApiException(status=500, reason="Internal Server Error"), None, "HTTP 500 Internal Server Error"),
+    (NewConnectionError(None, "refused"), None, "cannot connect to the Kubernetes API"),
+    (ApiError(404, "Not Found"), None, "not found"),
+    (ApiError(403, "Forbidden"), None, "forbidden (HTTP 403): check the webhook's RBAC for rayclusters.ray.io"),
+    (ApiError(410, "Gone"), None, "resource version too old (HTTP 410)"),
+    (ApiError(500, "Internal Server Error"), None, "HTTP 500 Internal Server Error"),
 ])
 def test_failures_are_described(exc: Exception, timeout_s: float | None, reason: str) -> None:
     """The watch's log line and the fallback GET's denial say what happened (not "timed out after 0s")."""

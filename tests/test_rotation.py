@@ -79,24 +79,27 @@ def test_no_configuration_no_writes() -> None:
     """A replica whose MutatingWebhookConfiguration is gone (uninstalled: the chart's pre-delete hook or `certs
     uninstall` deleted it, then the Secret and Lease) takes no Lease and writes nothing, so it brings none of them
     back; once the configuration exists it leads again. The real apiserver: tests/e2e/test_helm_e2e.py."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     from webhook.certs.sync import CertSync, CertTarget
+    from webhook.common.kubeapi import ApiError, Client
 
     calls: list[str] = []
 
-    class Admission:
+    class Admission(Client):
+        """The API client with its GET answered here: only the MutatingWebhookConfiguration may be read."""
+
         present = False
 
-        def read_mutating_webhook_configuration(self, name: str) -> object:
-            calls.append(f"read {name}")
-            if not self.present:
-                raise ApiException(status=404)
-            return object()
+        def __init__(self) -> None:
+            pass
 
-    sync = CertSync(client.ApiClient(), CertTarget("ns", "tls", "cfg", "svc"), files=None, identity="a")
-    sync.admission = Admission()  # type: ignore[assignment]
+        def get(self, path: str, query: object = None, timeout: object = None) -> dict:
+            assert path == "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/cfg", path
+            calls.append("read cfg")
+            if not self.present:
+                raise ApiError(404, "Not Found")
+            return {}
+
+    sync = CertSync(Admission(), CertTarget("ns", "tls", "cfg", "svc"), files=None, identity="a")
     sync.is_leader = lambda: calls.append("lease") or False  # type: ignore[method-assign]
     sync.sync_once()
     assert calls == ["read cfg"]

@@ -84,6 +84,10 @@ class Helm:
         return out
 
 
+# Between the hook's end and its report: two of the replica's certificate syncs (--cert-sync-interval-s 1).
+HOOK_REPORT_DELAY_S = 2.0
+
+
 @dataclass
 class Kubelet:
     """What the missing kubelet would do for the release's pods: webhook pods Ready a second after they appear;
@@ -140,6 +144,10 @@ class Kubelet:
                              capture_output=True, text=True, timeout=60, env=LOCAL_ENV, check=False)
         self.hook_runs.append({"args": c.args, "exit": out.returncode, "stdout": out.stdout.splitlines(),
                                "stderr": out.stderr, "before": before})
+        # A real kubelet and Job controller take seconds to report the hook done, and Helm deletes the RBAC only
+        # then: replicas still running meet the deleted configuration (404) before they lose their RBAC (403).
+        # Without this pause the window was the hook's own exit, shorter than the 1 s certificate sync at times.
+        self.stop.wait(HOOK_REPORT_DELAY_S)
         self.report(p, running=False, exit_code=out.returncode)
 
 

@@ -35,6 +35,7 @@ from testkit.processes import start, stop_process
 from testkit.webhook import WEBHOOK_NAMESPACE, free_port, manifest
 from webhook.certs import rotation
 from webhook.certs.sync import CertSync, CertTarget
+from webhook.common.kube import api_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("active")]
 
@@ -222,7 +223,7 @@ def create_labelled_pod(admin: client.ApiClient, namespace: str, rc: dict[str, A
 
 
 def test_self_managed_certificates(admin: client.ApiClient, namespace: str, replicas: list[Replica],
-                                   webhook_identity: Path) -> None:
+                                   webhook_identity: Path, controlplane: ControlPlane) -> None:
     custom = client.CustomObjectsApi(admin)
     rc = quickstart_raycluster()
     rc["metadata"] = {**rc["metadata"], "name": "sm", "namespace": namespace}
@@ -277,7 +278,7 @@ def test_self_managed_certificates(admin: client.ApiClient, namespace: str, repl
         forcing = rotation.Policy(ca_renew_before=rotation.DEFAULT_POLICY.ca_validity * 2)
         target = CertTarget(namespace=WEBHOOK_NAMESPACE, secret=SECRET, webhook_config=SM_CONFIG,
                             service="ray-ft-webhook", ips=("127.0.0.1",))
-        rotator = CertSync(client.ApiClient(admin.configuration), target, files=None, identity="test",
+        rotator = CertSync(api_client(controlplane.admin_kubeconfig), target, files=None, identity="test",
                            policy=forcing)
         wait_for("the next CA to be stored", lambda: rotator.reconcile() or secret_material(admin).next_ca, 30)
         phase = "next CA stored"

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from testkit.kuberay_pods import raycluster
 from testkit.processes import wait_until
 from webhook.admission import watch
+from webhook.common import kube
 from webhook.core.pod import Owner
 
 pytestmark = pytest.mark.e2e
@@ -35,19 +36,19 @@ def test_first_list_reads_every_page(admin: client.ApiClient, namespace: str, we
     # apiserver's shutdown at the end of the session).
     monkeypatch.setattr(watch, "_WATCH_SECONDS", 1)
     gets: list[str] = []
-    cache = watch.WatchCache(config.new_client_from_config(config_file=str(webhook_identity)), [namespace],
-                             on_get=gets.append)
+    api = kube.api_client(webhook_identity)  # the product's own client, as `serve --kubeconfig` makes it
+    cache = watch.WatchCache(api, [namespace], on_get=gets.append)
     pages: list[dict[str, Any]] = []
-    list_call = cache._api.list_namespaced_custom_object  # the seam tests/test_lookup.py uses too
+    get = api.get  # the seam tests/test_lookup.py uses too: every page of a list is one GET
 
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        result = list_call(*args, **kwargs)
-        if "limit" in kwargs:  # a page of the list (the watch calls it without a limit)
-            pages.append({"limit": kwargs["limit"], "continue": kwargs.get("_continue"),
+    def recorded(path: str, query: Any = None, timeout: Any = None) -> Any:
+        result = get(path, query, timeout)
+        if query and "limit" in query:  # a page of the list (the fallback GET has no query)
+            pages.append({"limit": query["limit"], "continue": query.get("continue"),
                           "items": len(result["items"]), "next": result["metadata"].get("continue")})
         return result
 
-    cache._api.list_namespaced_custom_object = recorded
+    api.get = recorded  # type: ignore[method-assign]
     cache.start()
     try:
         wait_until(f"the watch cache's first list of {namespace} (pages so far: {pages})", cache.ready, 30)

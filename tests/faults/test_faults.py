@@ -65,6 +65,7 @@ from tests.faults.conftest import (
 )
 from webhook.certs import rotation
 from webhook.certs.sync import CertSync, CertTarget
+from webhook.common.kube import api_client
 from webhook.core.settings import Settings
 
 pytestmark = pytest.mark.faults
@@ -318,7 +319,8 @@ def test_rolling_restart_reuse_port(admin: client.ApiClient, webhook_identity: P
 
 
 def test_ca_rotation_under_load(admin: client.ApiClient, replicas: list[Replica], clusters: list[dict[str, Any]],
-                                make_load: Callable[..., PodLoad], figures: list[dict[str, Any]]) -> None:
+                                make_load: Callable[..., PodLoad], figures: list[dict[str, Any]],
+                                controlplane: ControlPlane) -> None:
     """The e2e tier's CA rotation (tests/e2e/test_install_e2e.py), bounded, under PodLoad: the two self-managed
     replicas (no admin defaults) answer every pod of the rotation, each checked."""
     material = secret_material(admin)
@@ -332,7 +334,7 @@ def test_ca_rotation_under_load(admin: client.ApiClient, replicas: list[Replica]
         forcing = rotation.Policy(ca_renew_before=rotation.DEFAULT_POLICY.ca_validity * 2)
         target = CertTarget(namespace="ray-ft-webhook", secret=SECRET, webhook_config="ray-ft-webhook-sm",
                             service="ray-ft-webhook", ips=("127.0.0.1",))
-        rotator = CertSync(client.ApiClient(admin.configuration), target, files=None, identity="faults",
+        rotator = CertSync(api_client(controlplane.admin_kubeconfig), target, files=None, identity="faults",
                            policy=forcing)
         kube.wait_for("the next CA to be stored", lambda: rotator.reconcile() or secret_material(admin).next_ca, 30)
 

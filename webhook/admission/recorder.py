@@ -17,9 +17,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from webhook.admission.metrics import Metrics
+from webhook.common import kubeapi
+from webhook.common.kubeapi import Client
 from webhook.core.events import EventFacts
 from webhook.core.raycluster import ClusterFacts
 
@@ -38,6 +40,7 @@ PAUSE_S = 0.05
 # Series remembered for aggregation (oldest forgotten first): bounds memory whatever the number of clusters.
 MAX_SERIES = 1024
 CALL_TIMEOUT_S = 5.0
+EVENTS = "events.k8s.io/v1"
 
 
 @dataclass
@@ -60,11 +63,9 @@ def _now() -> str:
 class EventRecorder:
     """Records Events for admitted head pods; `start` the sending thread, `stop` it."""
 
-    def __init__(self, api_client: Any, metrics: Metrics, instance: str, queue_size: int = QUEUE_SIZE,
+    def __init__(self, client: Client | None, metrics: Metrics, instance: str, queue_size: int = QUEUE_SIZE,
                  timeout_s: float = CALL_TIMEOUT_S, flush_s: float = FLUSH_S) -> None:
-        from kubernetes import client
-
-        self._api = client.EventsV1Api(api_client)
+        self._client = cast(Client, client)  # None: nothing is sent (unit tests of the queue)
         self._queue: queue.Queue[tuple[ClusterFacts, EventFacts]] = queue.Queue(maxsize=queue_size)
         self._instance, self._timeout_s, self._flush_s = instance[:128], timeout_s, flush_s
         self._series: OrderedDict[Key, _Series] = OrderedDict()
@@ -137,9 +138,8 @@ class EventRecorder:
             series.dirty = False
             patch = {"series": {"count": series.count, "lastObservedTime": _now()}}
             try:
-                self._api.patch_namespaced_event(series.name, series.namespace, patch,
-                                                 _request_timeout=self._timeout_s,
-                                                 _content_type="application/merge-patch+json")
+                self._client.patch(kubeapi.path(EVENTS, "events", series.namespace, series.name), patch,
+                                   timeout=self._timeout_s)
             except Exception as exc:
                 self._failed(exc, series.namespace, "series")
 
@@ -151,12 +151,12 @@ class EventRecorder:
     def _create(self, cluster: ClusterFacts, event: EventFacts, now: float) -> _Series:
         name = f"{cluster.name}.{time.time_ns():x}"[:253]
         body: Any = {
-            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "apiVersion": EVENTS, "kind": "Event",
             "metadata": {"name": name, "namespace": cluster.namespace},
             "eventTime": _now(), "reportingController": CONTROLLER, "reportingInstance": self._instance,
             "action": ACTION, "reason": event.reason, "type": event.type, "note": event.note,
             "regarding": {"apiVersion": "ray.io/v1", "kind": "RayCluster", "namespace": cluster.namespace,
                           "name": cluster.name, "uid": cluster.uid},
         }
-        self._api.create_namespaced_event(cluster.namespace, body, _request_timeout=self._timeout_s)
+        self._client.create(kubeapi.path(EVENTS, "events", cluster.namespace), body, timeout=self._timeout_s)
         return _Series(name=name, namespace=cluster.namespace, count=1, first_sent=now)

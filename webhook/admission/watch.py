@@ -18,28 +18,34 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
+
 from webhook.admission.lookup import Key, LookupFailed, matches
+from webhook.common import kubeapi
+from webhook.common.kubeapi import ApiError, Client
 from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.pod import Owner
 from webhook.core.raycluster import ClusterFacts, parse_raycluster
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
+GROUP_VERSION, PLURAL = "ray.io/v1", "rayclusters"
 # The apiserver sends a bookmark about every minute; re-watch (cheaply, from the last version) every 5.
 _WATCH_SECONDS = 300
 _MAX_BACKOFF_S = 30.0
-# Objects per list page (the apiserver's pagination keeps one consistent resourceVersion across pages).
-LIST_PAGE = 500
+# Objects per list page (the apiserver's pagination keeps one consistent resourceVersion across pages). A page
+# is held raw, then parsed, while the next is read: CPython keeps the peak. With 10,000 quick-start RayClusters
+# a serve process's RSS was 89 MB with pages of 500 (client-go's), 85 with 200, 84 with 100 (bench/watch_memory.py);
+# larger RayClusters (full pod templates) make the difference larger. 100 a page is 100 requests for 10,000.
+LIST_PAGE = 100
+# (connect, read) seconds of one list page.
+_LIST_TIMEOUT = (5.0, 60.0)
 
 
 def _describe(exc: Exception, timeout_s: float | None = None, resource: str = "rayclusters.ray.io") -> str:
     """A short, specific reason for a failed API call (never the response body: it could echo anything).
     `timeout_s` is the call's own bound, named in the message when that is what ran out."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
-
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         if exc.status == 404:
             return "not found"
         if exc.status in (401, 403):
@@ -62,10 +68,10 @@ class _ListWatch:
 
     kind = "object"
     resource = "objects"
-    _api: Any  # the subclass's kubernetes API object
 
-    def __init__(self, scopes: tuple[str | None, ...], timeout_s: float,
+    def __init__(self, client: Client | None, scopes: tuple[str | None, ...], timeout_s: float,
                  on_get: Callable[[str], None] | None = None) -> None:
+        self._client = cast(Client, client)  # None: only `apply` and the cache itself are used (unit tests)
         self._scopes = scopes
         self._timeout_s = timeout_s
         self._on_get = on_get or (lambda result: None)
@@ -77,7 +83,8 @@ class _ListWatch:
         self._threads: list[threading.Thread] = []
 
     # What a subclass says about its resource.
-    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    def _collection(self, scope: str | None) -> str:
+        """The URL path of the objects of `scope`."""
         raise NotImplementedError
 
     def _parse(self, obj: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -86,11 +93,6 @@ class _ListWatch:
 
     def _in_scope(self, key: Any, scope: str | None) -> bool:
         return scope is None
-
-    def _plain(self, obj: Any) -> Any:
-        """A model of the kubernetes client (a core API list or object) as the plain dict the parsers read; the
-        custom objects API and watch events (`raw_object`) give dicts already."""
-        return obj if isinstance(obj, Mapping) else self._api.api_client.sanitize_for_serialization(obj)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -129,28 +131,37 @@ class _ListWatch:
     def _list(self, scope: str | None) -> str:
         """List in pages, parsing each page before fetching the next: raw objects of 10,000 RayClusters at
         once would cost hundreds of MB; the parsed facts take about 1.3 KiB each."""
-        func, args = self._list_call(scope)
         fresh: dict[Any, Any] = {}
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_request_timeout": (5, 60)}
-            if token:
-                kwargs["_continue"] = token
-            result = cast(dict[str, Any], self._plain(func(*args, **kwargs)))
-            for obj in result.get("items") or []:
+        version = ""
+        for page in self._client.list_pages(self._collection(scope), LIST_PAGE, timeout=_LIST_TIMEOUT):
+            for obj in page.get("items") or []:
                 key, facts = self._parse(obj)
                 fresh[key] = facts
-            token = result["metadata"].get("continue")
-            if not token:
-                break
+            version = str(page["metadata"]["resourceVersion"])
+            del page  # let the page go before the next one is read
         self._replace_scope(scope, fresh)
         self._synced.add(scope)
-        return str(result["metadata"]["resourceVersion"])
+        return version
+
+    def _watch(self, scope: str | None, version: str) -> str:
+        """One watch request from `version` until the apiserver ends it (or `stop`); the version to go on from:
+        the last event's, a BOOKMARK's included. An ERROR event or an HTTP error raises ApiError."""
+        events = self._client.watch(self._collection(scope), version, _WATCH_SECONDS)
+        try:
+            for event in events:
+                obj = event["object"]
+                if event["type"] != "BOOKMARK":
+                    self.apply(event["type"], obj)
+                version = str(obj["metadata"]["resourceVersion"])
+                if self._stop.is_set():
+                    break
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        return version
 
     def _run(self, scope: str | None) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
         backoff = 1.0
         while not self._stop.is_set():
             phase = "list"
@@ -159,17 +170,9 @@ class _ListWatch:
                 log.info(f"{self.kind}s listed", extra={"scope": scope or "*", "count": len(self._items)})
                 phase = "watch"
                 while not self._stop.is_set():
-                    w = watch.Watch()
-                    func, args = self._list_call(scope)
-                    for event in w.stream(func, *args, resource_version=version, timeout_seconds=_WATCH_SECONDS,
-                                          allow_watch_bookmarks=True, _request_timeout=(5, _WATCH_SECONDS + 30)):
-                        if event["type"] != "BOOKMARK":
-                            self.apply(event["type"], event["raw_object"])
-                        if self._stop.is_set():
-                            w.stop()
-                    version = w.resource_version or version
+                    version = self._watch(scope, version)
                     backoff = 1.0
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == 410:  # the watch's resourceVersion expired: relist at once
                     log.info(f"{self.kind} watch expired, relisting", extra={"scope": scope or "*"})
                     continue
@@ -192,18 +195,13 @@ class WatchCache(_ListWatch):
     kind = "raycluster"
     resource = "rayclusters.ray.io"
 
-    def __init__(self, api_client: Any, namespaces: Iterable[str] = (), timeout_s: float = 2.0,
+    def __init__(self, client: Client | None, namespaces: Iterable[str] = (), timeout_s: float = 2.0,
                  on_get: Callable[[str], None] | None = None) -> None:
-        from kubernetes import client
-
-        super().__init__(tuple(namespaces) or (None,), timeout_s, on_get)
-        self._api = client.CustomObjectsApi(api_client)
+        super().__init__(client, tuple(namespaces) or (None,), timeout_s, on_get)
         self._clusters: dict[Key, ClusterFacts] = self._items
 
-    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        if scope is None:
-            return self._api.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
-        return self._api.list_namespaced_custom_object, (GROUP, VERSION, scope, PLURAL)
+    def _collection(self, scope: str | None) -> str:
+        return kubeapi.path(GROUP_VERSION, PLURAL, scope)
 
     def _parse(self, obj: Mapping[str, Any]) -> tuple[Key, ClusterFacts]:
         facts = parse_raycluster(obj)
@@ -226,9 +224,8 @@ class WatchCache(_ListWatch):
     def _get(self, owner: Owner) -> ClusterFacts:
         where = f"RayCluster {owner.namespace}/{owner.name}"
         try:
-            obj = self._api.get_namespaced_custom_object(
-                GROUP, VERSION, owner.namespace, PLURAL, owner.name, _request_timeout=self._timeout_s
-            )
+            obj = self._client.get(kubeapi.path(GROUP_VERSION, PLURAL, owner.namespace, owner.name),
+                                   timeout=self._timeout_s)
         except Exception as exc:
             reason = _describe(exc, self._timeout_s, self.resource)
             self._on_get("not_found" if reason == "not found" else "error")
@@ -257,16 +254,13 @@ class NamespaceCache(_ListWatch):
     kind = "namespace"
     resource = "namespaces"
 
-    def __init__(self, api_client: Any, timeout_s: float = 2.0,
+    def __init__(self, client: Client | None, timeout_s: float = 2.0,
                  on_get: Callable[[str], None] | None = None) -> None:
-        from kubernetes import client
-
-        super().__init__((None,), timeout_s, on_get)
-        self._api = client.CoreV1Api(api_client)
+        super().__init__(client, (None,), timeout_s, on_get)
         self._namespaces: dict[str, NamespaceFacts] = self._items
 
-    def _list_call(self, scope: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return self._api.list_namespace, ()
+    def _collection(self, scope: str | None) -> str:
+        return kubeapi.path("v1", "namespaces")
 
     def _parse(self, obj: Mapping[str, Any]) -> tuple[str, NamespaceFacts]:
         facts = parse_namespace(obj)
@@ -280,13 +274,13 @@ class NamespaceCache(_ListWatch):
 
     def _get(self, name: str) -> NamespaceFacts:
         try:
-            obj = self._api.read_namespace(name, _request_timeout=self._timeout_s)
+            obj = self._client.get(kubeapi.path("v1", "namespaces", name=name), timeout=self._timeout_s)
         except Exception as exc:
             reason = _describe(exc, self._timeout_s, self.resource)
             self._on_get("not_found" if reason == "not found" else "error")
             raise LookupFailed(f"cannot read Namespace {name}: {reason}") from None
         self._on_get("found")
-        facts = parse_namespace(self._plain(obj))
+        facts = parse_namespace(obj)
         with self._lock:
             self._namespaces.setdefault(name, facts)
         return facts

@@ -17,12 +17,15 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from webhook.certs import rotation
 from webhook.certs.generate import service_dns_names
+from webhook.common import kubeapi
+from webhook.common.kubeapi import ApiError, Client
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,44 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _status(exc: Exception) -> int | None:
-    return getattr(exc, "status", None)
+def _time(value: datetime.datetime) -> str:
+    """A Lease's MicroTime (RFC 3339 with microseconds, UTC)."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _bundles_of(config: Mapping[str, Any]) -> list[str | None]:
+    """The caBundle of every webhook of a webhook configuration (base64, as the API has it)."""
+    return [(w.get("clientConfig") or {}).get("caBundle") for w in config.get("webhooks") or []]
+
+
+def _set_bundles(config: dict[str, Any], bundle: str) -> None:
+    for webhook in config.get("webhooks") or []:
+        webhook.setdefault("clientConfig", {})["caBundle"] = bundle
+
+
+MUTATING = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
+VALIDATING = ("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations")
+LEASES = ("coordination.k8s.io/v1", "leases")
+SECRETS = ("v1", "secrets")
 
 
 class CertSync:
     """One replica's share of certificate management; `sync_once` is one full pass."""
 
-    def __init__(self, api_client: Any, target: CertTarget, files: tuple[Path, Path] | None,
+    def __init__(self, client: Client, target: CertTarget, files: tuple[Path, Path] | None,
                  identity: str | None = None,
                  policy: rotation.Policy = rotation.DEFAULT_POLICY, interval_s: float = 30.0) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
-        self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.client = client
         self.target, self.files, self.policy = target, files, policy
         self.identity = identity or default_identity()
         self.interval_s = interval_s
@@ -79,62 +105,55 @@ class CertSync:
 
     def is_leader(self) -> bool:
         """Acquire or renew the Lease; True when this replica holds it."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
         t, now = self.target, _now()
-        spec = client.V1LeaseSpec(holder_identity=self.identity, lease_duration_seconds=LEASE_DURATION_S,
-                                  renew_time=now, acquire_time=now)
+        spec: dict[str, Any] = {"holderIdentity": self.identity, "leaseDurationSeconds": LEASE_DURATION_S,
+                                "renewTime": _time(now), "acquireTime": _time(now)}
         try:
-            lease = self.coordination.read_namespaced_lease(t.lease, t.namespace)
-        except ApiException as exc:
+            lease = self.client.get(kubeapi.path(*LEASES, t.namespace, t.lease))
+        except ApiError as exc:
             if exc.status != 404:
                 raise
-            body = client.V1Lease(metadata=client.V1ObjectMeta(name=t.lease, namespace=t.namespace), spec=spec)
+            body = {"apiVersion": LEASES[0], "kind": "Lease",
+                    "metadata": {"name": t.lease, "namespace": t.namespace}, "spec": spec}
             try:
-                self.coordination.create_namespaced_lease(t.namespace, body)
-            except ApiException as create_exc:
+                self.client.create(kubeapi.path(*LEASES, t.namespace), body)
+            except ApiError as create_exc:
                 if create_exc.status == 409:
                     return False
                 raise
             return True
-        current = lease.spec or client.V1LeaseSpec()
-        holder, renewed = current.holder_identity, current.renew_time
-        duration = current.lease_duration_seconds or LEASE_DURATION_S
+        current = lease.get("spec") or {}
+        holder, renewed = current.get("holderIdentity"), _parse_time(current.get("renewTime"))
+        duration = current.get("leaseDurationSeconds") or LEASE_DURATION_S
         expired = renewed is None or renewed + datetime.timedelta(seconds=duration) < now
         if holder != self.identity and not expired:
             return False
-        if holder == self.identity:
-            spec.acquire_time = current.acquire_time
-        lease.spec = spec
-        try:
-            self.coordination.replace_namespaced_lease(t.lease, t.namespace, lease)
-        except ApiException as exc:
+        if holder == self.identity and current.get("acquireTime"):
+            spec["acquireTime"] = current["acquireTime"]
+        lease["spec"] = spec
+        try:  # conditional on the resourceVersion read: 409 when another replica wrote first
+            self.client.replace(kubeapi.path(*LEASES, t.namespace, t.lease), lease)
+        except ApiError as exc:
             if exc.status == 409:
                 return False
             raise
         return True
 
-    def _read_secret(self) -> tuple[Any | None, rotation.Material | None]:
-        from kubernetes.client.exceptions import ApiException
-
+    def _read_secret(self) -> tuple[dict[str, Any] | None, rotation.Material | None]:
         try:
-            secret = self.core.read_namespaced_secret(self.target.secret, self.target.namespace)
-        except ApiException as exc:
+            secret = self.client.get(kubeapi.path(*SECRETS, self.target.namespace, self.target.secret))
+        except ApiError as exc:
             if exc.status == 404:
                 return None, None
             raise
-        return secret, rotation.from_secret_data(secret.data)
+        return secret, rotation.from_secret_data(secret.get("data"))
 
-    def _read_bundles(self) -> tuple[Any, list[bytes]]:
-        config = self.admission.read_mutating_webhook_configuration(self.target.webhook_config)
-        bundles = [base64.b64decode(w.client_config.ca_bundle or "") for w in config.webhooks or []]
-        return config, bundles
+    def _read_bundles(self) -> tuple[dict[str, Any], list[bytes]]:
+        config = self.client.get(kubeapi.path(*MUTATING, name=self.target.webhook_config))
+        return config, [base64.b64decode(b or "") for b in _bundles_of(config)]
 
     def reconcile(self, now: datetime.datetime | None = None) -> bool:
         """Create/renew the Secret and correct the caBundle; True when something was written."""
-        from kubernetes import client
-
         now, t = now or _now(), self.target
         secret, current = self._read_secret()
         config, bundles = self._read_bundles()
@@ -144,39 +163,35 @@ class CertSync:
         if wanted != current:
             data = rotation.to_secret_data(wanted)
             if secret is None:
-                body = client.V1Secret(metadata=client.V1ObjectMeta(name=t.secret, namespace=t.namespace),
-                                       type="kubernetes.io/tls", data=dict(data))
-                self.core.create_namespaced_secret(t.namespace, body)
+                body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": t.secret, "namespace": t.namespace},
+                        "type": "kubernetes.io/tls", "data": data}
+                self.client.create(kubeapi.path(*SECRETS, t.namespace), body)
             else:
-                secret.data = data
-                self.core.replace_namespaced_secret(t.secret, t.namespace, secret)
+                secret["data"] = data
+                self.client.replace(kubeapi.path(*SECRETS, t.namespace, t.secret), secret)
             log.info("certificate secret written",
                      extra={"secret": t.secret, "rotating_ca": wanted.next_ca is not None})
             changed = True
         desired = base64.b64encode(rotation.bundle(wanted, now)).decode("ascii")
-        if any(w.client_config.ca_bundle != desired for w in config.webhooks or []):
-            for w in config.webhooks:
-                w.client_config.ca_bundle = desired
-            self.admission.replace_mutating_webhook_configuration(t.webhook_config, config)
+        if any(b != desired for b in _bundles_of(config)):
+            _set_bundles(config, desired)
+            self.client.replace(kubeapi.path(*MUTATING, name=t.webhook_config), config)
             log.info("caBundle written", extra={"webhook_config": t.webhook_config})
             changed = True
         validating = self._read_validating()
-        if validating is not None and any(w.client_config.ca_bundle != desired for w in validating.webhooks or []):
-            for w in validating.webhooks:
-                w.client_config.ca_bundle = desired
-            self.admission.replace_validating_webhook_configuration(t.webhook_config, validating)
+        if validating is not None and any(b != desired for b in _bundles_of(validating)):
+            _set_bundles(validating, desired)
+            self.client.replace(kubeapi.path(*VALIDATING, name=t.webhook_config), validating)
             log.info("caBundle written", extra={"validating_webhook_config": t.webhook_config})
             changed = True
         return changed
 
-    def _read_validating(self) -> Any | None:
+    def _read_validating(self) -> dict[str, Any] | None:
         """The ValidatingWebhookConfiguration of `/validate`, or None when it is not installed (it is optional:
         the mutating webhook alone is the product; a 403 means RBAC from before it existed)."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            return self.admission.read_validating_webhook_configuration(self.target.webhook_config)
-        except ApiException as exc:
+            return cast(dict[str, Any], self.client.get(kubeapi.path(*VALIDATING, name=self.target.webhook_config)))
+        except ApiError as exc:
             if exc.status in (403, 404):
                 return None
             raise
@@ -209,11 +224,9 @@ class CertSync:
         nothing to serve for and no replica writes: no Lease, no Secret, no caBundle. So an uninstall that deleted
         the configuration, then the Secret and the Lease (`uninstall`, the chart's pre-delete hook) is not undone by
         a replica still running until its Deployment is deleted."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            self.admission.read_mutating_webhook_configuration(self.target.webhook_config)
-        except ApiException as exc:
+            self.client.get(kubeapi.path(*MUTATING, name=self.target.webhook_config))
+        except ApiError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -248,30 +261,22 @@ class CertSync:
         self._stop.set()
 
 
-def uninstall(api_client: Any, webhook_config: str, namespace: str | None, secret: str | None,
+def uninstall(client: Client, webhook_config: str, namespace: str | None, secret: str | None,
               lease: str = CertTarget.lease) -> list[str]:
     """Delete the webhook configurations first (so nothing can block pod creation), then the Secret and Lease.
 
     Returns what was deleted; absent objects are skipped.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    deleted: list[str] = []
-    admission = client.AdmissionregistrationV1Api(api_client)
-    steps = [("MutatingWebhookConfiguration", webhook_config,
-              lambda: admission.delete_mutating_webhook_configuration(webhook_config)),
-             ("ValidatingWebhookConfiguration", webhook_config,
-              lambda: admission.delete_validating_webhook_configuration(webhook_config))]
+    steps = [("MutatingWebhookConfiguration", webhook_config, kubeapi.path(*MUTATING, name=webhook_config)),
+             ("ValidatingWebhookConfiguration", webhook_config, kubeapi.path(*VALIDATING, name=webhook_config))]
     if namespace and secret:
-        steps.append(("Secret", f"{namespace}/{secret}",
-                      lambda: client.CoreV1Api(api_client).delete_namespaced_secret(secret, namespace)))
-        steps.append(("Lease", f"{namespace}/{lease}",
-                      lambda: client.CoordinationV1Api(api_client).delete_namespaced_lease(lease, namespace)))
-    for kind, name, delete in steps:
+        steps.append(("Secret", f"{namespace}/{secret}", kubeapi.path(*SECRETS, namespace, secret)))
+        steps.append(("Lease", f"{namespace}/{lease}", kubeapi.path(*LEASES, namespace, lease)))
+    deleted: list[str] = []
+    for kind, name, url_path in steps:
         try:
-            delete()
-        except ApiException as exc:
+            client.delete(url_path)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             continue

@@ -17,11 +17,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _certs_install(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     from webhook.certs.sync import CertSync
     from webhook.common import kube
     from webhook.common.errors import InputError
+    from webhook.common.kubeapi import ApiError
 
     target = CertTarget(namespace=args.namespace, secret=args.secret, webhook_config=args.webhook_config,
                         service=args.service, ips=tuple(args.ip))
@@ -33,25 +34,30 @@ def _certs_install(args: argparse.Namespace) -> int:
                 break
     except InputError as exc:
         fail("certs install", str(exc))
-    except ApiException as exc:
+    except ApiError as exc:
         fail("certs install", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
+    except (HTTPError, OSError) as exc:
+        fail("certs install", f"cannot reach the Kubernetes API: {type(exc).__name__}")
     print(f"Secret {args.namespace}/{args.secret} and the caBundle of {args.webhook_config} are up to date")
     return 0
 
 
 def _certs_uninstall(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     from webhook.certs.sync import uninstall
     from webhook.common import kube
     from webhook.common.errors import InputError
+    from webhook.common.kubeapi import ApiError
 
     try:
         deleted = uninstall(kube.api_client(args.kubeconfig), args.webhook_config, args.namespace, args.secret)
     except InputError as exc:
         fail("certs uninstall", str(exc))
-    except ApiException as exc:
+    except ApiError as exc:
         fail("certs uninstall", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
+    except (HTTPError, OSError) as exc:
+        fail("certs uninstall", f"cannot reach the Kubernetes API: {type(exc).__name__}")
     for item in deleted:
         print(f"deleted {item}")
     return 0

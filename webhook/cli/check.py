@@ -13,12 +13,14 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import orjson
 
 from webhook.cli.options import fail, resolve_env, settings_from
+from webhook.common import kubeapi
+from webhook.common.kubeapi import ApiError, Client
 from webhook.core.inspection import ClusterReport, Head, Status, inspect_cluster
 from webhook.core.namespace import NamespaceFacts, parse_namespace
 from webhook.core.pod import CLUSTER_LABEL, NODE_TYPE_LABEL
@@ -44,61 +46,35 @@ class _Progress:
             print(f"ray-ft-webhook {COMMAND}: {message}", file=sys.stderr, flush=True)
 
 
-def _pages(call: Any, chunk_size: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """The pages of a list call as raw JSON, following `metadata.continue` (an expired token restarts nothing:
-    the apiserver's 410 ends the run with exit 2)."""
-    token: str | None = None
-    while True:
-        if token:
-            kwargs["_continue"] = token
-        response = call(limit=chunk_size, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        page = orjson.loads(response.data)
-        yield page
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return
-
-
-def _list(call: Any, chunk_size: int, what: str, progress: _Progress, **kwargs: Any) -> list[dict[str, Any]]:
+def _list(api: Client, path: str, chunk_size: int, what: str, progress: _Progress,
+          query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every object of a list, read in pages of `chunk_size` (an expired continue token restarts nothing: the
+    apiserver's 410 ends the run with exit 2)."""
     items: list[dict[str, Any]] = []
-    for page in _pages(call, chunk_size, **kwargs):
+    for page in api.list_pages(path, chunk_size, query, timeout=REQUEST_TIMEOUT):
         items += page.get("items") or []
         progress.note(f"listed {len(items)} {what}")
     return items
 
 
-def _rayclusters(api: Any, namespace: str | None, chunk_size: int, progress: _Progress) -> list[dict[str, Any]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
+def _rayclusters(api: Client, namespace: str | None, chunk_size: int, progress: _Progress) -> list[dict[str, Any]]:
     from webhook.common.errors import InputError
 
-    custom = client.CustomObjectsApi(api)
     try:
-        if namespace is None:
-            return _list(custom.list_cluster_custom_object, chunk_size, "RayClusters", progress,
-                         group="ray.io", version="v1", plural="rayclusters")
-        return _list(custom.list_namespaced_custom_object, chunk_size, "RayClusters", progress,
-                     group="ray.io", version="v1", namespace=namespace, plural="rayclusters")
-    except ApiException as exc:
+        return _list(api, kubeapi.path("ray.io/v1", "rayclusters", namespace), chunk_size, "RayClusters", progress)
+    except ApiError as exc:
         if exc.status == 404:  # a list in a missing namespace is empty: only a missing resource is a 404
             raise InputError("RayClusters (ray.io/v1) are not served by this cluster: is KubeRay's CRD "
                              "installed?") from None
         raise
 
 
-def _head_pods(api: Any, namespace: str | None, chunk_size: int,
+def _head_pods(api: Client, namespace: str | None, chunk_size: int,
                progress: _Progress) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Head pods by (namespace, RayCluster name), from their labels."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(api)
     selector = f"{NODE_TYPE_LABEL}=head,{CLUSTER_LABEL}"
-    if namespace is None:
-        pods = _list(core.list_pod_for_all_namespaces, chunk_size, "head pods", progress, label_selector=selector)
-    else:
-        pods = _list(core.list_namespaced_pod, chunk_size, "head pods", progress, namespace=namespace,
-                     label_selector=selector)
+    pods = _list(api, kubeapi.path("v1", "pods", namespace), chunk_size, "head pods", progress,
+                 {"labelSelector": selector})
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for pod in pods:
         metadata = pod.get("metadata") or {}
@@ -107,44 +83,33 @@ def _head_pods(api: Any, namespace: str | None, chunk_size: int,
     return out
 
 
-def _namespaces(api: Any, scope: str | None, chunk_size: int, progress: _Progress) -> dict[str, NamespaceFacts]:
+def _namespaces(api: Client, scope: str | None, chunk_size: int, progress: _Progress) -> dict[str, NamespaceFacts]:
     """The Namespaces' defaults for their RayClusters (their `ray-ft-webhook.io/` annotations)."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(api)
     if scope is not None:
-        response: Any = core.read_namespace(scope, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        found = [orjson.loads(response.data)]
+        found = [api.get(kubeapi.path("v1", "namespaces", name=scope), timeout=REQUEST_TIMEOUT)]
     else:
-        found = _list(core.list_namespace, chunk_size, "Namespaces", progress)
+        found = _list(api, kubeapi.path("v1", "namespaces"), chunk_size, "Namespaces", progress)
     return {ns.name: ns for ns in map(parse_namespace, found)}
 
 
-def _config_map(api: Any, namespace: str, name: str) -> tuple[str, dict[str, str]]:
+def _config_map(api: Client, namespace: str, name: str) -> tuple[str, dict[str, str]]:
     """The name and data of ConfigMap `name`, or of the one kustomize generated from it (`name-<hash>`) when
     that is the only one; exit 2 when there is none, or several to choose from."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    core: Any = client.CoreV1Api(api)  # raw responses (_preload_content=False), not the typed models
     try:
-        response = core.read_namespaced_config_map(name, namespace, _preload_content=False,
-                                                   _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as exc:
+        found = api.get(kubeapi.path("v1", "configmaps", namespace, name), timeout=REQUEST_TIMEOUT)
+    except ApiError as exc:
         if exc.status != 404:
             raise
-        listed = orjson.loads(core.list_namespaced_config_map(
-            namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT).data)
+        listed = api.get(kubeapi.path("v1", "configmaps", namespace), timeout=REQUEST_TIMEOUT)
         names = sorted(n for item in listed.get("items") or []
                        if (n := (item.get("metadata") or {}).get("name", "")).startswith(name)
                        and _GENERATED_SUFFIX.fullmatch(n[len(name):]))
         if len(names) != 1:
-            found = f"; generated ones: {', '.join(names)} (give the one the webhook uses)" if names else ""
-            fail(COMMAND, f"ConfigMap {namespace}/{name} not found{found}")
+            generated = f"; generated ones: {', '.join(names)} (give the one the webhook uses)" if names else ""
+            fail(COMMAND, f"ConfigMap {namespace}/{name} not found{generated}")
         name = names[0]
-        response = core.read_namespaced_config_map(name, namespace, _preload_content=False,
-                                                   _request_timeout=REQUEST_TIMEOUT)
-    data = orjson.loads(response.data).get("data") or {}
+        found = api.get(kubeapi.path("v1", "configmaps", namespace, name), timeout=REQUEST_TIMEOUT)
+    data = found.get("data") or {}
     return name, {k: v for k, v in data.items() if isinstance(v, str)}
 
 
@@ -156,7 +121,6 @@ class _Errors(argparse.ArgumentParser):
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     from webhook.common import kube
@@ -179,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces = _namespaces(api, scope, args.chunk_size, progress)
     except InputError as exc:
         fail(COMMAND, str(exc))
-    except ApiException as exc:
+    except ApiError as exc:
         fail(COMMAND, f"Kubernetes API: HTTP {exc.status} {exc.reason}")
     except (HTTPError, OSError) as exc:
         fail(COMMAND, f"cannot reach the Kubernetes API: {_reason(exc)}")

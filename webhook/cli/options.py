@@ -214,6 +214,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+KUBECONFIG_HELP = "kubeconfig to reach the cluster (default: in-cluster, then $KUBECONFIG or ~/.kube/config)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ray-ft-webhook",
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(serve, "--tls-cert", "serving certificate (PEM); reloaded when it changes", Path,
          default=Path("certs/tls.crt"))
     _add(serve, "--tls-key", "serving key (PEM)", Path, default=Path("certs/tls.key"))
-    _add(serve, "--kubeconfig", "kubeconfig to reach the cluster (default: in-cluster, then $KUBECONFIG)", Path)
+    _add(serve, "--kubeconfig", KUBECONFIG_HELP, Path)
     _add(serve, "--rayclusters-from", "serve RayClusters from a folder of YAML/JSON manifests (no cluster)", Path)
     _add(serve, "--namespaces", "comma-separated namespaces to watch RayClusters in (default: all)", _namespaces)
     _add(serve, "--lookup-timeout-s", "time bound of the fallback GET on a cache miss", _seconds, default=2.0)
@@ -312,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="check every namespace")
     check.add_argument("-o", "--output", choices=["table", "json"], default="table",
                        help="table (a summary, then a block per cluster) or json (default: table)")
-    check.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    check.add_argument("--kubeconfig", type=Path, help=KUBECONFIG_HELP)
     check.add_argument("--config-from", metavar="NAMESPACE/NAME", type=_typed(_object_ref),
                        help="take the admin's defaults from the webhook's ConfigMap, e.g. "
                        "ray-ft-webhook/ray-ft-webhook-config (kustomize's NAME-<hash> is found too)")
@@ -339,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "caBundle of every webhook in the Mutating- and (if installed) ValidatingWebhookConfiguration. "
         "Safe to run again.",
     )
-    install.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    install.add_argument("--kubeconfig", type=Path, help=KUBECONFIG_HELP)
     install.add_argument("--namespace", required=True, help="namespace of the Secret and the Service")
     install.add_argument("--secret", default="ray-ft-webhook-tls", help="Secret name (default: ray-ft-webhook-tls)")
     install.add_argument("--webhook-config", default="ray-ft-webhook",
@@ -352,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Removes the webhook configuration before anything else, so a webhook being removed can "
         "never block pod creation. Then `kubectl delete -k manifests/overlays/<overlay>` removes the rest.",
     )
-    uninstall.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    uninstall.add_argument("--kubeconfig", type=Path, help=KUBECONFIG_HELP)
     uninstall.add_argument("--webhook-config", default="ray-ft-webhook", help="(default: ray-ft-webhook)")
     uninstall.add_argument("--namespace", help="namespace of the Secret and Lease (omit to keep them)")
     uninstall.add_argument("--secret", default="ray-ft-webhook-tls", help="(default: ray-ft-webhook-tls)")

@@ -201,7 +201,7 @@ def worker_app() -> Any:
 
 
 def _freeze_startup_heap() -> None:
-    """Move everything allocated at start-up (kubernetes client models, FastAPI, the folder's RayClusters) out of
+    """Move everything allocated at start-up (FastAPI's routes and models, the folder's RayClusters) out of
     the garbage collector's reach: a full collection over it takes ~55 ms here, a pause every admission in
     flight would wait for. Per-request objects are still collected as usual."""
     gc.collect()

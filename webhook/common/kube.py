@@ -1,40 +1,35 @@
-"""A Kubernetes API client from a kubeconfig, the in-cluster service account, or $KUBECONFIG."""
+"""The Kubernetes API client of the commands: from `--kubeconfig FILE`, else the in-cluster service account (when
+KUBERNETES_SERVICE_HOST is set), else $KUBECONFIG or ~/.kube/config; and the namespace kubectl would use."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
+from webhook.common import kubeconfig
 from webhook.common.errors import InputError
+from webhook.common.kubeapi import Client, ClusterConfig
 
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def _config_errors() -> tuple[type[Exception], ...]:
-    """What the kubernetes client's loader raises on an unusable kubeconfig: missing or unreadable (OSError),
-    not YAML, or YAML of the wrong shape (its code indexes and calls into whatever it finds). Imported when
-    needed: the client takes a while to import, and `render` never needs it."""
-    import yaml
-    from kubernetes.config import ConfigException
-
-    return (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError)
+IN_CLUSTER_NAMESPACE = kubeconfig.SERVICE_ACCOUNT / "namespace"
 
 
-def api_client(kubeconfig: Path | None) -> Any:
-    """An ApiClient; raises InputError naming what was tried when none can be configured."""
-    from kubernetes import client, config
+def cluster_config(path: Path | None) -> ClusterConfig:
+    """Where the API is and who to be there; InputError saying what is missing or unusable."""
+    if path is not None:
+        return kubeconfig.from_kubeconfig([path])
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kubeconfig.in_cluster()
+    return kubeconfig.from_kubeconfig(kubeconfig.default_files())
 
+
+def api_client(path: Path | None) -> Client:
+    """A client of the API (`cluster_config`'s); raises InputError when none can be configured."""
+    config = cluster_config(path)
     try:
-        if kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(kubeconfig))
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            return client.ApiClient()
-        return config.new_client_from_config()
-    except _config_errors() as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise InputError(f"cannot reach Kubernetes: give --kubeconfig FILE or run in a cluster ({detail})") from None
+        return Client(config)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a CA or key that is not PEM, a key mismatch
+        raise InputError(f"cannot use the credentials for {config.server}: {' '.join(str(exc).split())[:200]}"
+                         ) from None
 
 
 def own_namespace() -> str | None:
@@ -47,18 +42,12 @@ def own_namespace() -> str | None:
         return None
 
 
-def current_namespace(kubeconfig: Path | None) -> str | None:
-    """The namespace kubectl would use, following `api_client`'s order: the current context's of `kubeconfig`,
-    else (in a cluster) this pod's, else the current context's of $KUBECONFIG or ~/.kube/config; None when
-    none names one."""
-    from kubernetes import config
-
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+def current_namespace(path: Path | None) -> str | None:
+    """The namespace kubectl would use, following `api_client`'s order: the current context's of `path`, else (in
+    a cluster) this pod's, else the current context's of $KUBECONFIG or ~/.kube/config; None when none names one."""
+    if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         return own_namespace()
     try:
-        _, active = config.list_kube_config_contexts(config_file=str(kubeconfig) if kubeconfig else None)
-    except _config_errors():
+        return cluster_config(path).namespace
+    except InputError:
         return None
-    context = (active or {}).get("context") or {}
-    namespace = context.get("namespace")
-    return namespace if isinstance(namespace, str) and namespace else None

@@ -7,6 +7,7 @@ with the key and the bad value, so the plan can deny with a message that names b
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,6 +63,9 @@ class OurAnnotations:
     redis_client_cert_secret: str | None = None
     redis_server_name: str | None = None
     unknown_keys: tuple[str, ...] = ()
+
+
+_NO_ANNOTATIONS = OurAnnotations()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,12 @@ def _optional_string(value: Any, where: str, errors: _Errors) -> str | None:
 
 def _string(value: Any, where: str, errors: _Errors) -> str:
     return _optional_string(value, where, errors) or ""
+
+
+def _shared(value: str) -> str:
+    """`value` kept once for every RayCluster that has it (the cache holds thousands of ClusterFacts, whose
+    namespaces, env names and values, annotation values and group names mostly repeat)."""
+    return sys.intern(value)
 
 
 def _json_object(value: Any, where: str, errors: _Errors) -> Mapping[str, Any] | None:
@@ -246,6 +256,8 @@ def parse_ours(annotations: Mapping[str, Any], errors: list[str], allowed: froze
                 continue
             worker = key == ann.WORKER_RECONNECT_TIMEOUT_S
             parsed["worker_reconnect_timeout_s" if worker else "head_reconnect_timeout_s"] = seconds
+    if not parsed:
+        return _NO_ANNOTATIONS  # most clusters have none of ours: one shared (frozen) object for them all
     parsed["unknown_keys"] = tuple(sorted(parsed.get("unknown_keys", ())))
     return OurAnnotations(**parsed)
 
@@ -287,13 +299,13 @@ def _ray_env(group: Mapping[str, Any], where: str, errors: _Errors) -> HeadEnv:
             continue
         value = _optional_string(item.get("value"), f"{at}.value", errors)
         value_from = _mapping(item.get("valueFrom"), f"{at}.valueFrom", errors)
-        name = item["name"]
+        name = _shared(item["name"])
         names.add(name)
         if name in _HEAD_ENV_VALUES:
             # The last entry of a name is the one the container gets; one from valueFrom has no literal value.
             values.pop(name, None)
             if not value_from:
-                values[name] = value or ""
+                values[name] = _shared(value or "")
     return HeadEnv(names=frozenset(names), values=values)
 
 
@@ -309,7 +321,8 @@ def _worker_timeouts(spec: Mapping[str, Any], errors: _Errors) -> tuple[tuple[st
         group = _mapping(raw, where, errors)
         env = _ray_env(group, where, errors)
         if _TIMEOUT not in env.names or _TIMEOUT in env.values:
-            out.append((_string(group.get("groupName"), f"{where}.groupName", errors), env.values.get(_TIMEOUT)))
+            out.append((_shared(_string(group.get("groupName"), f"{where}.groupName", errors)),
+                        env.values.get(_TIMEOUT)))
     return tuple(out)
 
 
@@ -322,7 +335,7 @@ def _start_params(head: Mapping[str, Any], errors: _Errors) -> Mapping[str, str]
     params = _mapping(head.get("rayStartParams"), where, errors)
     for key in _START_PARAMS_READ:
         _optional_string(params.get(key), f"{where}[{key}]", errors)
-    return {k: v for k, v in params.items() if k in _START_PARAMS_READ and isinstance(v, str)}
+    return {k: _shared(v) for k, v in params.items() if k in _START_PARAMS_READ and isinstance(v, str)}
 
 
 def parse_raycluster(obj: Any) -> ClusterFacts:
@@ -340,12 +353,13 @@ def parse_raycluster(obj: Any) -> ClusterFacts:
     annotations = _mapping(metadata.get("annotations"), "metadata.annotations", errors)
     head = _mapping(spec.get("headGroupSpec"), "spec.headGroupSpec", errors)
     ft_annotation, storage_ns = (
-        _optional_string(annotations.get(key), f"metadata.annotations[{key}]", errors)
+        None if (value := _optional_string(annotations.get(key), f"metadata.annotations[{key}]", errors)) is None
+        else _shared(value)
         for key in (ann.RAY_FT_ENABLED, ann.RAY_EXTERNAL_STORAGE_NAMESPACE)
     )
     return ClusterFacts(
         name=_string(metadata.get("name"), "metadata.name", errors),
-        namespace=_string(metadata.get("namespace"), "metadata.namespace", errors),
+        namespace=_shared(_string(metadata.get("namespace"), "metadata.namespace", errors)),
         uid=_string(metadata.get("uid"), "metadata.uid", errors),
         ft_annotation=ft_annotation,
         options=_options(spec.get("gcsFaultToleranceOptions"), errors),
