@@ -485,6 +485,27 @@ def _ms(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
+def _paired(runs: list[dict[str, Any]]) -> str:
+    """Ours against each server round by round (the two ran minutes apart, under the same neighbours): the median
+    of the per-round ratios of max req/s, of CPU per request at the max, and of the open loop's p99."""
+    def by(server: str, mode: str) -> dict[int, dict[str, Any]]:
+        return {r["round"]: r for r in runs if r["server"] == server and r["mode"] == mode}
+
+    parts = []
+    for server in dict.fromkeys(r["server"] for r in runs):
+        if server == "ours":
+            continue
+        ratios = []
+        for mode, key, invert in (("max", "rps", False), ("max", "cpu_us_per_req", True), ("rate", "p99_ms", False)):
+            mine, theirs = by("ours", mode), by(server, mode)
+            values = sorted((theirs[n][key] / mine[n][key]) if invert else (mine[n][key] / theirs[n][key])
+                            for n in mine.keys() & theirs.keys() if mine[n][key] and theirs[n][key])
+            ratios.append(f"{values[(len(values) - 1) // 2]:.2f}" if values else "-")
+        parts.append(f"{server} {ratios[0]} / {ratios[1]} / {ratios[2]}")
+    return ("Paired by round (median of the per-round ratios; ours ÷ this for req/s at the max, this ÷ ours for "
+            "CPU per request at the max, ours ÷ this for the open loop's p99): " + "; ".join(parts) + ".")
+
+
 def _spread(run: dict[str, Any]) -> str:
     low, high = run["range"]
     spread = f"{low:,.0f}-{high:,.0f}" if run["mode"] == "max" else f"{low:.2f}-{high:.2f}"
@@ -513,6 +534,7 @@ def report(results: dict[str, Any]) -> str:
                          f"| {_ms(r['p999_ms'])} | {r['cpu_us_per_req']:.0f} | {r['rss_mb']:.0f} ({r['hwm_mb']:.0f}) "
                          f"| {r['errors'] + r['unsent']} | {ratio_rps} | {ratio_cpu} | {_spread(r)} "
                          f"| {r['steal_range'][0]:.0f}-{r['steal_range'][1]:.0f} |")
+        lines += ["", _paired(results.get("main_runs", []))]
         same = results.get("same_pods", {})
         lines += ["", "Same patched pods as ours for every review of the mix: " + ", ".join(
             f"{name} {'yes' if not diff else 'NO: ' + ', '.join(diff)}" for name, diff in same.items()) + "."]
