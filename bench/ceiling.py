@@ -27,22 +27,31 @@ KEEP_ALIVE_S, GRACEFUL_SHUTDOWN_S = 120, 10
 HEADERS = [(b"content-type", b"application/json")]
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Raw ASGI: read the body, echo the uid in an allowed AdmissionReview response."""
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Any) -> bytes:
+    """The request body, however many messages it comes in."""
     chunks = []
     more = True
     while more:
         message = await receive()
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    uid = orjson.loads(b"".join(chunks))["request"]["uid"]
-    body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                         "response": {"uid": uid, "allowed": True}})
+    return b"".join(chunks)
+
+
+async def respond(send: Any, response: dict[str, Any]) -> None:
+    """Send `response` as an AdmissionReview v1 answer."""
+    body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
     await send({"type": "http.response.start", "status": 200,
                 "headers": [*HEADERS, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Raw ASGI: read the body, echo the uid in an allowed AdmissionReview response."""
+    if scope["type"] != "http":
+        return
+    uid = orjson.loads(await read_body(receive))["request"]["uid"]
+    await respond(send, {"uid": uid, "allowed": True})
 
 
 def main() -> None:

@@ -31,8 +31,6 @@ from webhook.core.mutation import mutate  # noqa: E402
 from webhook.core.pod import read_inputs, read_ray_pod  # noqa: E402
 from webhook.core.settings import SecretRef, Settings  # noqa: E402
 
-HEADERS = [(b"content-type", b"application/json")]
-
 
 def make_app(lookup: StaticLookup, settings: Settings, bodies: list[bytes]) -> Any:
     """The floor's ASGI app for `bodies` (the mix): their answers, by the encoded parts of their pods."""
@@ -49,22 +47,12 @@ def make_app(lookup: StaticLookup, settings: Settings, bodies: list[bytes]) -> A
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        request = orjson.loads(b"".join(chunks))["request"]
+        request = orjson.loads(await ceiling.read_body(receive))["request"]
         answer: dict[str, Any] = {"allowed": True}
         if request["operation"] == "CREATE" and request["kind"]["kind"] == "Pod":
             parts = read_inputs(request["object"], request["namespace"])
             answer = answers.get(orjson.dumps(parts), answer) if parts is not None else answer
-        body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                             "response": {**answer, "uid": request["uid"]}})
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*HEADERS, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await ceiling.respond(send, {**answer, "uid": request["uid"]})
 
     return app
 

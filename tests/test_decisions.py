@@ -226,49 +226,49 @@ def test_only_pods_labelled_with_a_ray_role_are_worth_a_key() -> None:
         assert not labelled_ray_pod(broken)
 
 
-class _Recorded(dict):  # type: ignore[type-arg]
-    """A pod whose every read is noted in `reads` as the path of the value read."""
+class _Noting:
+    """What the recording containers share: every read noted in `reads` as the path of the value read."""
 
+    path: tuple[Any, ...]
+    reads: set[tuple[Any, ...]]
+
+    def note(self, key: Any) -> None:
+        self.reads.add((*self.path, key))
+
+    def __getitem__(self, key: Any) -> Any:
+        self.note(key)
+        return super().__getitem__(key)  # type: ignore[misc]
+
+    def __iter__(self) -> Any:
+        self.note("*")
+        return super().__iter__()  # type: ignore[misc]
+
+
+class _Recorded(_Noting, dict):  # type: ignore[type-arg]
     def __init__(self, value: dict[str, Any], path: tuple[Any, ...], reads: set[tuple[Any, ...]]) -> None:
         super().__init__({k: _record(v, (*path, k), reads) for k, v in value.items()})
         self.path, self.reads = path, reads
 
-    def __getitem__(self, key: Any) -> Any:
-        self.reads.add((*self.path, key))
-        return super().__getitem__(key)
-
     def get(self, key: Any, default: Any = None) -> Any:
-        self.reads.add((*self.path, key))
+        self.note(key)
         return super().get(key, default)
 
-    def __iter__(self) -> Any:
-        self.reads.add((*self.path, "*"))
-        return super().__iter__()
-
     def items(self) -> Any:
-        self.reads.add((*self.path, "*"))
+        self.note("*")
         return super().items()
 
     def __contains__(self, key: Any) -> bool:
-        self.reads.add((*self.path, key))
+        self.note(key)
         return super().__contains__(key)
 
 
-class _RecordedList(list):  # type: ignore[type-arg]
+class _RecordedList(_Noting, list):  # type: ignore[type-arg]
     def __init__(self, value: list[Any], path: tuple[Any, ...], reads: set[tuple[Any, ...]]) -> None:
         super().__init__(_record(v, (*path, i), reads) for i, v in enumerate(value))
         self.path, self.reads = path, reads
 
-    def __getitem__(self, index: Any) -> Any:
-        self.reads.add((*self.path, index))
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Any:
-        self.reads.add((*self.path, "*"))
-        return super().__iter__()
-
     def __len__(self) -> int:
-        self.reads.add((*self.path, "len"))
+        self.note("len")
         return super().__len__()
 
 
