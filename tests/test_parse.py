@@ -12,7 +12,7 @@ from testkit.kuberay_pods import QUICKSTART_UID, cleanup_line, pod, raycluster
 from webhook.core import cleanup, raystart
 from webhook.core.namespace import FTDefault, NamespaceFacts, parse_namespace
 from webhook.core.patches import escape
-from webhook.core.pod import InvalidPod, Owner, read_ray_pod
+from webhook.core.pod import InvalidPod, Owner, read_inputs, read_ray_pod
 from webhook.core.raycluster import OurAnnotations, parse_raycluster
 from webhook.core.redis_address import canonical_redis_address, parse_redis_address, redacted
 from webhook.core.settings import (
@@ -423,3 +423,25 @@ def test_volumes_and_mounts() -> None:
     p["spec"]["containers"][0]["volumeMounts"] = [{"name": "a", "mountPath": "/a"}]
     facts = read_ray_pod(p, "default")
     assert facts is not None and facts.volumes == frozenset({"a", "b"}) and facts.mounts == (("a", "/a"),)
+
+
+def test_read_inputs_are_the_parts_read_ray_pod_reads() -> None:
+    """The memo's key (`pod.read_inputs`): exactly these parts, in this order; None for a pod of another shape."""
+    worker = pod(raycluster(), "worker")
+    worker["metadata"]["annotations"] = {"a": "b"}
+    meta, ray = worker["metadata"], worker["spec"]["containers"][0]
+    expected = ("team", "worker", "raycluster-external-redis", meta["ownerReferences"], {"a": "b"}, ray["env"],
+                ray.get("args"), ray["volumeMounts"], worker["spec"]["volumes"])
+    assert read_inputs(worker, "team") == expected
+    assert read_inputs(worker, "")[0] == meta["namespace"] == "default"
+    del meta["annotations"], ray["env"], ray["volumeMounts"], worker["spec"]["volumes"], meta["ownerReferences"]
+    assert read_inputs(worker, "team") == ("team", "worker", "raycluster-external-redis", None, None, None,
+                                           ray.get("args"), None, None)
+    for odd in ([], {}, {"metadata": {"labels": {}}}, {"metadata": [], "spec": {}}, {"metadata": {}, "spec": []},
+                {"metadata": {"labels": []}, "spec": {"containers": [{}]}},
+                {"metadata": {"labels": {}}, "spec": {"containers": {}}},
+                {"metadata": {"labels": {}}, "spec": {"containers": []}},
+                {"metadata": {"labels": {}}, "spec": {"containers": ["x"]}}):
+        assert read_inputs(odd, "team") is None, odd
+    assert read_inputs({"metadata": {"labels": {}}, "spec": {"containers": [{}]}}, "t") == (
+        "t", None, None, None, None, None, None, None, None)
