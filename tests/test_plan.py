@@ -1003,6 +1003,21 @@ def test_raycluster_without_uid_uses_the_owner_uid() -> None:
     assert env_of(render(cluster, p, Settings()))["RAY_external_storage_namespace"] == QUICKSTART_UID
 
 
+def test_decide_takes_the_owner_uid_too() -> None:
+    """`decide` (what `check` judges a live head with) plans like `mutate`: the owner's uid stands in for the
+    storage namespace of a RayCluster without one."""
+    from webhook.core.plan import decide
+    from webhook.core.pod import read_ray_pod
+
+    cluster = raycluster(options={"redisAddress": "r:1"})
+    facts = read_ray_pod(pod(cluster, "head"), "default")
+    del cluster["metadata"]["uid"]
+    assert facts is not None
+    decision = decide(parse_raycluster(cluster), facts, Settings())
+    env = {e.name: e.value for e in getattr(decision, "env", ())}
+    assert env["RAY_external_storage_namespace"] == QUICKSTART_UID
+
+
 def test_value_from_is_copied_deeply() -> None:
     """A valueFrom reaches the patch as given, lists included."""
     value_from = {"secretKeyRef": {"name": "s", "key": "k"}, "x-extension": [{"a": 1}, "b"]}
