@@ -25,7 +25,7 @@ import workload  # noqa: E402
 
 from webhook.admission import review  # noqa: E402
 from webhook.admission.app import Health, create_app  # noqa: E402
-from webhook.admission.decisions import Decisions, labelled_ray_pod  # noqa: E402
+from webhook.admission.decisions import Decisions  # noqa: E402
 from webhook.admission.handler import Admission  # noqa: E402
 from webhook.admission.limits import Limits  # noqa: E402
 from webhook.admission.lookup import StaticLookup  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> None:
                           Limits(decision_memo_bytes=0))
     floor_app = floor.make_app(lookup, settings, bodies)
     decisions = Decisions()
-    keys = [decisions.key(r.object, r.namespace) if labelled_ray_pod(r.object) else None for r in reqs]
+    keys = [decisions.key(r.object, r.namespace) for r in reqs]
     handler = Admission(lookup, settings, Metrics())
     loop = asyncio.new_event_loop()
     for r in reqs:
@@ -118,8 +118,7 @@ def main() -> None:
         "ours app, memo off (every pod planned)": per_request(through(memo_off), n),
         "orjson.loads": per_request(each(orjson.loads, bodies), n),
         "parse_review": per_request(each(review.parse_review, bodies), n),
-        "memo key (read_inputs + orjson)": per_request(
-            each(lambda r: decisions.key(r.object, r.namespace) if labelled_ray_pod(r.object) else None, reqs), n),
+        "memo key (read_inputs + orjson)": per_request(each(lambda r: decisions.key(r.object, r.namespace), reqs), n),
         "memo recall": per_request(each(lambda k: handler.decisions.recall(k, lookup, settings) if k else None,
                                         keys), n),
         "read_ray_pod": per_request(each(lambda r: read_ray_pod(r.object, r.namespace), reqs), n),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from testkit.kuberay_pods import pod, quickstart_raycluster
 from tests.test_properties import admin, scenario
 from webhook.admission import review
-from webhook.admission.decisions import MAX_ENTRY_BYTES, Decisions, labelled_ray_pod
+from webhook.admission.decisions import MAX_ENTRY_BYTES, Decisions
 from webhook.admission.handler import Admission
 from webhook.admission.lookup import matches
 from webhook.admission.metrics import Metrics
@@ -219,11 +219,17 @@ def test_workers_of_one_group_share_a_decision() -> None:
 
 def test_only_pods_labelled_with_a_ray_role_are_worth_a_key() -> None:
     worker = pod(quickstart_raycluster(), "worker")
-    assert labelled_ray_pod(worker)
+    decisions = Decisions()
+    assert decisions.key(worker, "default") is not None
     for broken in ({}, [], "pod", {"metadata": []}, {"metadata": {"labels": None}},
                    {"metadata": {"labels": {"ray.io/node-type": ["head"]}}},
                    {"metadata": {"labels": {"ray.io/node-type": "gpu"}}}):
-        assert not labelled_ray_pod(broken)
+        assert decisions.key(broken, "default") is None
+    for label in (["head"], "gpu", None):  # a whole pod whose label names no role
+        other = copy.deepcopy(worker)
+        other["metadata"]["labels"]["ray.io/node-type"] = label
+        assert decisions.key(other, "default") is None
+    assert Decisions(max_bytes=0).key(worker, "default") is None
 
 
 class _Noting:

@@ -188,12 +188,17 @@ def test_ft_off_and_skipped_clusters_are_not_counted() -> None:
     assert exit_code([r, r2]) == 0
 
 
-def test_a_head_injected_while_ft_was_on_is_stale_once_it_is_off() -> None:
+def checked_after_ft_was_turned_off() -> ClusterReport:
+    """The report on a head admitted while FT was on, once the RayCluster's ft-enabled annotation is gone."""
     rc = raycluster(annotations=FT_ON)
     head = admitted(rc, ADMIN)
     off = copy.deepcopy(rc)
     del off["metadata"]["annotations"]["ray.io/ft-enabled"]
-    r = check(off, [head])
+    return check(off, [head])
+
+
+def test_a_head_injected_while_ft_was_on_is_stale_once_it_is_off() -> None:
+    r = checked_after_ft_was_turned_off()
     assert (r.ft, r.head.status, r.status) == (FT.OFF, Head.STALE, Status.NOT_COUNTED)
     assert "RAY_REDIS_ADDRESS: injected earlier, not now" in r.head.stale
 
@@ -295,11 +300,7 @@ def test_an_unreadable_or_foreign_head_pod_is_named_with_why() -> None:
 
 
 def test_heads_of_clusters_the_webhook_leaves_alone_are_named() -> None:
-    rc = raycluster(annotations=FT_ON)
-    head = admitted(rc, ADMIN)
-    off = copy.deepcopy(rc)
-    del off["metadata"]["annotations"]["ray.io/ft-enabled"]
-    r = check(off, [head])
+    r = checked_after_ft_was_turned_off()
     assert (r.head.status, r.head.pod) == (Head.STALE, HEAD_NAME)
     assert r.head.stale == tuple(f"{n}: injected earlier, not now" for n in (
         "ray.io/ft-enabled", "ray.io/external-storage-namespace", "RAY_external_storage_namespace",

@@ -32,7 +32,7 @@ from webhook.core.events import EventFacts
 from webhook.core.mutation import Mutation
 from webhook.core.namespace import NamespaceFacts
 from webhook.core.outcome import Outcome
-from webhook.core.pod import NODE_TYPE_LABEL, ROLES, Owner, read_inputs
+from webhook.core.pod import ROLES, Owner, read_inputs
 from webhook.core.raycluster import ClusterFacts
 from webhook.core.settings import Settings
 
@@ -73,16 +73,6 @@ class Decision:
                    len(orjson.dumps(response)) + ENTRY_OVERHEAD_BYTES)
 
 
-def labelled_ray_pod(obj: Any) -> bool:
-    """Whether the pod's `ray.io/node-type` label names a Ray role, read without validation. Only those are
-    worth a key: any other pod is answered without a lookup (by `read_ray_pod`, which also names what is
-    wrong with a broken one)."""
-    try:
-        return obj["metadata"]["labels"][NODE_TYPE_LABEL] in ROLES
-    except (KeyError, TypeError, IndexError):
-        return False
-
-
 class Decisions:
     """The memo. One event loop uses it: no lock."""
 
@@ -100,11 +90,12 @@ class Decisions:
         return self._bytes
 
     def key(self, obj: Any, namespace: str) -> Key | None:
-        """The key of the pod `obj` admitted in `namespace`, or None when it cannot be kept: an unusual shape (left
-        to `read_ray_pod` to name), too big, or nested deeper than orjson encodes (it parses 1024 levels, encodes
-        254)."""
-        parts = read_inputs(obj, namespace)
-        if parts is None:
+        """The key of the pod `obj` admitted in `namespace`, or None when it is not worth one or cannot be kept: the
+        memo is off, the pod's `ray.io/node-type` label names no Ray role (answered without a lookup), an unusual
+        shape (left to `read_ray_pod` to name), too big, or nested deeper than orjson encodes (it parses 1024
+        levels, encodes 254)."""
+        parts = read_inputs(obj, namespace) if self.max_bytes else None
+        if parts is None or parts[1] not in ROLES:  # parts[1]: the node-type label
             return None
         try:
             encoded = orjson.dumps(parts)

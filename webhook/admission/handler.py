@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from webhook.admission import review
-from webhook.admission.decisions import MAX_BYTES, Decision, Decisions, labelled_ray_pod
+from webhook.admission.decisions import MAX_BYTES, Decision, Decisions
 from webhook.admission.lookup import LookupFailed, RayClusterLookup
 from webhook.admission.metrics import Metrics
 from webhook.admission.recorder import EventRecorder
@@ -37,8 +37,7 @@ class Admission:
         """The AdmissionReview response for `req`, and an outcome label."""
         if req.operation != "CREATE" or req.group != "" or req.kind != "Pod":
             return review.allowed(req.uid), Outcome.IGNORED
-        memo = self.decisions.max_bytes > 0 and labelled_ray_pod(req.object)
-        key = self.decisions.key(req.object, req.namespace) if memo else None
+        key = self.decisions.key(req.object, req.namespace)
         if key is not None:
             kept = self.decisions.recall(key, self.lookup, self.settings)
             self.metrics.decisions.add("miss" if kept is None else "hit")

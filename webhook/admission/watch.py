@@ -13,12 +13,13 @@ CPython) and takes no lock, so the hot path never waits for a relist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, TimeoutError
+from urllib3.exceptions import NewConnectionError, ProtocolError, TimeoutError
 
 from webhook.admission.lookup import Key, LookupFailed, matches
 from webhook.common import kubeapi
@@ -53,14 +54,14 @@ def _describe(exc: Exception, timeout_s: float | None = None, resource: str = "r
         if exc.status == 410:
             return "resource version too old (HTTP 410)"
         return f"HTTP {exc.status} {exc.reason}"
-    cause = exc.reason if isinstance(exc, MaxRetryError) else exc
-    if isinstance(cause, NewConnectionError):  # before TimeoutError: urllib3 makes it a ConnectTimeoutError
+    # The client tries once (no retries), so urllib3 raises the failure itself, never a MaxRetryError around it.
+    if isinstance(exc, NewConnectionError):  # before TimeoutError: urllib3 makes it a ConnectTimeoutError
         return "cannot connect to the Kubernetes API"
-    if isinstance(cause, TimeoutError):
-        return f"timed out after {timeout_s:g}s" if timeout_s else f"timed out ({type(cause).__name__})"
-    if isinstance(cause, ProtocolError):
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout_s:g}s" if timeout_s else f"timed out ({type(exc).__name__})"
+    if isinstance(exc, ProtocolError):
         return "connection to the Kubernetes API lost"
-    return type(cause).__name__
+    return type(exc).__name__
 
 
 class _ListWatch:
@@ -146,8 +147,7 @@ class _ListWatch:
     def _watch(self, scope: str | None, version: str) -> str:
         """One watch request from `version` until the apiserver ends it (or `stop`); the version to go on from:
         the last event's, a BOOKMARK's included. An ERROR event or an HTTP error raises ApiError."""
-        events = self._client.watch(self._collection(scope), version, _WATCH_SECONDS)
-        try:
+        with contextlib.closing(self._client.watch(self._collection(scope), version, _WATCH_SECONDS)) as events:
             for event in events:
                 obj = event["object"]
                 if event["type"] != "BOOKMARK":
@@ -155,10 +155,6 @@ class _ListWatch:
                 version = str(obj["metadata"]["resourceVersion"])
                 if self._stop.is_set():
                     break
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
         return version
 
     def _run(self, scope: str | None) -> None:

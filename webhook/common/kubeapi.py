@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,7 @@ class Client:
                 return
 
     def watch(self, path: str, resource_version: str, timeout_s: int, query: Mapping[str, Any] | None = None,
-              connect_timeout_s: float = DEFAULT_TIMEOUT[0]) -> Iterator[dict[str, Any]]:
+              connect_timeout_s: float = DEFAULT_TIMEOUT[0]) -> Generator[dict[str, Any], None, None]:
         """The events of a WATCH from `resource_version` (BOOKMARK events included), until the apiserver ends it
         after `timeout_s`. Closing the iterator early closes the connection."""
         query = {**(query or {}), "watch": "true", "resourceVersion": resource_version,
